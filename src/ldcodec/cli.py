@@ -1,0 +1,125 @@
+"""The ``ldcodec`` command line. Every subcommand's ``--help`` explains its options.
+
+Errors in the user's input (files, configs, checkpoints, streams) print one line to stderr and
+exit with status 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .errors import LdcodecError
+
+
+def _device(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+
+
+def _data_root(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-root", metavar="DIR", default=None,
+                   help="folder of .npz shards (DIR/mnist/train-00.npz ...); default $LDCODEC_DATA, "
+                        "else the built-in MNIST sample")
+
+
+def cmd_train(a: argparse.Namespace) -> None:
+    from .config import load_config
+    from .train import train
+
+    overrides = list(a.set or [])
+    if a.steps is not None:
+        overrides.append(f"train.steps={a.steps}")
+    if a.data_root is not None:
+        overrides.append(f"data.root={a.data_root}")
+    if a.resume and a.config is None:
+        a.config = str(Path(a.out) / "config.yaml")
+    if a.config is None:
+        raise LdcodecError("give a CONFIG (e.g. configs/grid/mnist-mlp-ddpm-uncond-gauss.yaml), or --resume a run")
+    cfg = load_config(a.config, overrides)
+    last = train(cfg, a.out, resume=a.resume, device=a.device)
+    print(f"trained {cfg.name} to step {cfg.train.steps}: " + ", ".join(f"{k}={v:.4g}" for k, v in last.items()))
+    print(f"checkpoint: {a.out} (config.yaml, latest, metrics.jsonl, tb/)")
+
+
+def cmd_reconstruct(a: argparse.Namespace) -> None:
+    from .demo import reconstruction_grid
+
+    path = reconstruction_grid(a.checkpoint, a.output, n=a.n, data_root=a.data_root, device=a.device)
+    print(f"wrote {path}: test images (top) and their reconstructions (bottom)")
+
+
+def cmd_demo(a: argparse.Namespace) -> None:
+    from .demo import run_demo
+
+    run_demo(Path(a.out), steps=a.steps, device=a.device)
+
+
+def cmd_data_download(a: argparse.Namespace) -> None:
+    from .data import download
+
+    for path in download(a.dataset, a.to):
+        print(path)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="ldcodec",
+        description="Lossy image compression with a diffusion prior in the latent space of a VAE (LSGM), "
+                    "and measurement of its rate-distortion-perception trade-off.")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    t = sub.add_parser("train", help="train one grid cell (autoencoder + latent prior)",
+                       description="Train a model from a YAML config into a run folder; checkpoints, "
+                                   "metrics.jsonl and TensorBoard events go to --out.")
+    t.add_argument("config", nargs="?", help="YAML config, e.g. configs/grid/mnist-mlp-ddpm-uncond-gauss.yaml")
+    t.add_argument("--out", required=True, help="run folder (created)")
+    t.add_argument("--steps", type=int, help="total training steps (overrides train.steps)")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    t.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a config key (repeatable)")
+    _data_root(t)
+    _device(t)
+    t.set_defaults(func=cmd_train)
+
+    r = sub.add_parser("reconstruct", help="PNG grid of test images beside their reconstructions",
+                       description="Encode and decode test images with a checkpoint's EMA weights.")
+    r.add_argument("checkpoint", help="run folder or ckpt-NNNNNNNN folder")
+    r.add_argument("-o", "--output", required=True, help="PNG file to write")
+    r.add_argument("-n", type=int, default=16, help="number of test images (default 16)")
+    _data_root(r)
+    _device(r)
+    r.set_defaults(func=cmd_reconstruct)
+
+    d = sub.add_parser("demo", help="train a small MNIST model on the built-in sample and show what it does",
+                       description="Train configs/demo.yaml on the built-in MNIST sample (no download), then "
+                                   "write reconstructions and samples as PNG grids into --out.")
+    d.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
+    d.add_argument("--steps", type=int, default=None, help="training steps (default: the demo config's)")
+    _device(d)
+    d.set_defaults(func=cmd_demo)
+
+    data = sub.add_parser("data", help="dataset utilities (download to .npz shards)")
+    dsub = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    dl = dsub.add_parser("download", help="download MNIST or CIFAR-10 with torchvision and write .npz shards")
+    dl.add_argument("dataset", choices=["mnist", "cifar10"])
+    dl.add_argument("--to", required=True, metavar="DIR", help="data root; shards go to DIR/DATASET/")
+    dl.set_defaults(func=cmd_data_download)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except LdcodecError as e:
+        print(f"ldcodec: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ldcodec: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,232 @@
+"""Typed experiment configuration: YAML files, ``--set section.key=value`` overrides, validation.
+
+A config file is YAML with one mapping per section (``data``, ``model``, ``diffusion``,
+``cond``, ``train``, ``codec``). A file may name a parent with ``base: other.yaml`` (path relative
+to the file); the child's keys override the parent's. Unknown sections or keys and values of the
+wrong type or outside their choices raise :class:`LdcodecError` listing the valid ones.
+
+The resolved config (``Config.to_dict()``) is saved beside every checkpoint and rebuilds the
+model exactly (``Config.from_dict``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import LdcodecError
+
+
+def _choice(default: str, *choices: str):
+    return field(default=default, metadata={"choices": choices})
+
+
+@dataclass
+class DataConfig:
+    """Which images to train on."""
+
+    dataset: str = _choice("mnist", "mnist", "cifar10")
+    root: str = ""  # folder of .npz shards (DIR/mnist/train-00.npz ...); "" = $LDCODEC_DATA or built-in sample
+    flip: bool = True  # random horizontal flips (applied to CIFAR-10 only: digits are not symmetric)
+
+
+@dataclass
+class ModelConfig:
+    """The autoencoder and the kind of latent prior."""
+
+    net: str = _choice("mlp", "mlp", "cnn")
+    latent: str = _choice("gauss", "gauss", "delta")
+    prior: str = _choice("diffusion", "diffusion", "normal")
+    latent_dim: int = 16  # MLP: size of the vector latent (B, d)
+    latent_channels: int = 4  # CNN: channels of the spatial latent (B, C, h, w)
+    hidden: int = 512  # MLP hidden width
+    depth: int = 2  # MLP hidden layers
+    channels: int = 64  # CNN base channels
+    downsample: int = 2  # CNN stride-2 stages: 28 -> 7 (MNIST), 32 -> 8 (CIFAR-10)
+    x_sigma: float = 0.1  # std of the Gaussian decoder p(x|z) on [0, 1] pixels (fixed variance)
+    logvar_min: float = -12.0  # clamp of the Gaussian encoder's log-variance
+
+
+@dataclass
+class DiffusionConfig:
+    """The LSGM latent prior (Vahdat et al. 2021) and its noise process."""
+
+    family: str = _choice("ddpm", "sde", "ddpm")
+    sde: str = _choice("vp", "vp", "subvp", "ve")  # used when family = sde
+    num_steps: int = 1000  # DDPM: discrete steps N
+    schedule: str = _choice("linear", "linear", "cosine")  # DDPM beta schedule
+    weighting: str = _choice("likelihood", "likelihood", "unweighted")
+    mixed: bool = True  # mixed score: N(0,I)^(1-a) p_theta^a
+    hidden: int = 512  # MLP denoiser width
+    depth: int = 3  # MLP denoiser depth
+    unet_channels: int = 64  # U-Net denoiser base channels
+
+
+@dataclass
+class CondConfig:
+    """Mode C: the conditional diffusion decoder p_theta(z0 | y) and the sent code y."""
+
+    enabled: bool = False
+    code_dim: int = 8  # MLP: size of the code y
+    code_channels: int = 2  # CNN: channels of the spatial code y
+    lam: float = 1.0  # weight of the code's rate (bits) in the loss
+    drop: float = 0.1  # condition dropout (classifier-free guidance)
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation (AdamW, warm-up + cosine schedule, clipping, EMA)."""
+
+    steps: int = 20000
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup: int = 500
+    grad_clip: float = 1.0
+    ema: float = 0.999
+    seed: int = 0
+    log_every: int = 50
+    ckpt_every: int = 1000
+    two_stage: bool = False  # train the autoencoder first, then the prior on frozen latents
+    stage1_steps: int = 0  # two_stage: autoencoder-only steps
+
+
+@dataclass
+class CodecConfig:
+    """Compression settings (mode U reverse channel coding)."""
+
+    coding_steps: int = 16  # coarse steps of the chain from t = 1 to t = 0 used for coding
+    max_chunk_bits: float = 16.0  # reverse channel coding chunk budget
+
+
+SECTIONS: dict[str, type] = {
+    "data": DataConfig,
+    "model": ModelConfig,
+    "diffusion": DiffusionConfig,
+    "cond": CondConfig,
+    "train": TrainConfig,
+    "codec": CodecConfig,
+}
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    cond: CondConfig = field(default_factory=CondConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    codec: CodecConfig = field(default_factory=CodecConfig)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str = "config") -> Config:
+        cfg = cls()
+        for section, values in d.items():
+            if section not in SECTIONS:
+                raise LdcodecError(
+                    f"{source}: unknown section {section!r}; valid sections: {', '.join(SECTIONS)}"
+                )
+            if not isinstance(values, dict):
+                raise LdcodecError(f"{source}: section {section!r} must be a mapping of key: value")
+            for key, value in values.items():
+                _assign(cfg, section, key, value, source)
+        return cfg
+
+    @property
+    def name(self) -> str:
+        """Grid-cell name, e.g. ``mnist-mlp-ddpm-uncond-gauss``."""
+        family = self.diffusion.family if self.model.prior == "diffusion" else "normal"
+        mode = "cond" if self.cond.enabled else "uncond"
+        return f"{self.data.dataset}-{self.model.net}-{family}-{mode}-{self.model.latent}"
+
+
+def _assign(cfg: Config, section: str, key: str, value: Any, source: str) -> None:
+    obj = getattr(cfg, section)
+    fields = {f.name: f for f in dataclasses.fields(obj)}
+    if key not in fields:
+        raise LdcodecError(
+            f"{source}: unknown key {section}.{key}; valid keys: "
+            + ", ".join(f"{section}.{k}" for k in fields)
+        )
+    f = fields[key]
+    setattr(obj, key, _coerce(value, typing.get_type_hints(type(obj))[key], f, f"{section}.{key}", source))
+
+
+def _coerce(value: Any, typ: type, f: dataclasses.Field, name: str, source: str) -> Any:
+    if isinstance(value, str) and typ is not str:
+        value = _parse_scalar(value)
+    ok = (
+        (typ is bool and isinstance(value, bool))
+        or (typ is int and isinstance(value, int) and not isinstance(value, bool))
+        or (typ is float and isinstance(value, (int, float)) and not isinstance(value, bool))
+        or (typ is str and isinstance(value, str))
+    )
+    if not ok:
+        raise LdcodecError(f"{source}: {name} must be a {typ.__name__}, got {value!r}")
+    choices = f.metadata.get("choices")
+    if choices and value not in choices:
+        raise LdcodecError(f"{source}: {name} = {value!r} is not valid; choose one of: {', '.join(choices)}")
+    return float(value) if typ is float else value
+
+
+def _parse_scalar(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    path = path.resolve()
+    if path in seen:
+        raise LdcodecError(f"{path}: config files include each other in a loop")
+    if not path.is_file():
+        raise LdcodecError(f"config file {path} not found; grid configs live in configs/grid/")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise LdcodecError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise LdcodecError(f"{path}: a config must be a mapping of sections")
+    parent = raw.pop("base", None)
+    if parent is None:
+        return raw
+    merged = _read_yaml(path.parent / parent, seen + (path,))
+    for section, values in raw.items():
+        if isinstance(values, dict) and isinstance(merged.get(section), dict):
+            merged[section] = {**merged[section], **values}
+        else:
+            merged[section] = values
+    return merged
+
+
+def parse_override(text: str) -> tuple[str, str, str]:
+    """``"train.lr=3e-4"`` -> ``("train", "lr", "3e-4")``."""
+    if "=" not in text or "." not in text.split("=", 1)[0]:
+        raise LdcodecError(f"--set {text!r}: write overrides as section.key=value, e.g. train.lr=3e-4")
+    lhs, value = text.split("=", 1)
+    section, key = lhs.split(".", 1)
+    return section.strip(), key.strip(), value.strip()
+
+
+def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
+    """Read a YAML config (with its ``base`` chain) and apply ``section.key=value`` overrides."""
+    cfg = Config.from_dict(_read_yaml(Path(path)), source=str(path)) if path else Config()
+    for text in overrides:
+        section, key, value = parse_override(text)
+        if section not in SECTIONS:
+            raise LdcodecError(f"--set {text}: unknown section {section!r}; valid sections: {', '.join(SECTIONS)}")
+        _assign(cfg, section, key, value, "--set")
+    return cfg
+
+
+def save_config(cfg: Config, path: Path) -> None:
+    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
