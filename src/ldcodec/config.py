@@ -178,6 +178,11 @@ def _coerce(value: Any, typ: type, f: dataclasses.Field, name: str, source: str)
 
 
 def _parse_scalar(text: str) -> Any:
+    for parse in (int, float):  # YAML 1.1 reads "3e-4" as a string
+        try:
+            return parse(text)
+        except ValueError:
+            pass
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError:

@@ -61,6 +61,7 @@ def train(cfg: Config, out: str | Path, resume: bool = False, device: str = "cpu
     out = Path(out)
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise LdcodecError("--device cuda asked for, but no CUDA GPU is available; use --device cpu")
+    images, _ = load_split(cfg.data.dataset, "train", cfg.data.root or None)
     torch.manual_seed(cfg.train.seed)
     model = LatentCodec(cfg).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
@@ -83,7 +84,6 @@ def train(cfg: Config, out: str | Path, resume: bool = False, device: str = "cpu
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
 
-    images, _ = load_split(cfg.data.dataset, "train", cfg.data.root or None)
     batches = Batches(images, cfg.train.batch_size, cfg.train.seed,
                       flip=cfg.data.flip and cfg.data.dataset == "cifar10", device=device)
     from torch.utils.tensorboard import SummaryWriter

@@ -1,0 +1,45 @@
+import subprocess
+import sys
+
+import pytest
+
+from ldcodec.cli import build_parser, main
+
+from conftest import REPO
+
+
+def test_help_lists_every_subcommand():
+    out = subprocess.run([sys.executable, "-m", "ldcodec.cli", "--help"], capture_output=True, text=True, check=True)
+    for name in build_parser()._subparsers._group_actions[0].choices:
+        assert name in out.stdout
+
+
+@pytest.mark.parametrize("argv", [
+    ["train", "configs/grid/nope.yaml", "--out", "X"],
+    ["train", "configs/grid/mnist-mlp-ddpm-uncond-gauss.yaml", "--out", "X", "--set", "model.net=foo"],
+    ["reconstruct", "not-a-checkpoint", "-o", "x.png"],
+    ["train", "configs/grid/cifar10-mlp-ddpm-uncond-gauss.yaml", "--out", "X", "--data-root", "/nonexistent"],
+])
+def test_user_errors_exit_2_with_one_line(argv, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(REPO)
+    argv = [a.replace("X", str(tmp_path / "run")) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ldcodec: error: ") and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_usage_errors_exit_2():
+    with pytest.raises(SystemExit) as e:
+        main(["train"])
+    assert e.value.code == 2
+
+
+def test_train_and_reconstruct_end_to_end(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    run = tmp_path / "run"
+    assert main(["train", "configs/grid/mnist-mlp-ddpm-uncond-gauss.yaml", "--out", str(run), "--steps", "3",
+                 "--set", "model.prior=normal", "--set", "model.hidden=32", "--set", "train.batch_size=8"]) == 0
+    assert main(["reconstruct", str(run), "-o", str(tmp_path / "rec.png"), "-n", "4"]) == 0
+    from PIL import Image
+
+    assert Image.open(tmp_path / "rec.png").size == (2 + 4 * 30, 2 + 2 * 30)
