@@ -6,8 +6,13 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from ldcodec.config import load_config
+
+# Tiny models gain nothing from intra-op threads, and OpenMP spin-waiting on a busy 2-core
+# machine slows them down by orders of magnitude.
+torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
 GRID = sorted((REPO / "configs" / "grid").glob("*.yaml"))

@@ -62,7 +62,7 @@ def build_prior(cfg: Config, latent_shape: tuple[int, ...]):
 
     d = cfg.diffusion
     if d.family == "ddpm":
-        process = make_process("ddpm", num_steps=d.num_steps, schedule=d.schedule)
+        process = make_process("ddpm", N=d.num_steps, schedule=d.schedule)
     else:
         process = make_process(d.sde)
     if len(latent_shape) == 1:
@@ -155,3 +155,23 @@ class LatentCodec(nn.Module):
             loss = rec - ent + ce["loss"] + self.cfg.cond.lam * rate
         out["loss"] = loss.mean() / self.num_dims
         return out
+
+    @torch.no_grad()
+    def generate(self, n: int, method: str = "ancestral", steps: int = 100, cond: torch.Tensor | None = None,
+                 generator: torch.Generator | None = None, **opts) -> torch.Tensor:
+        """``n`` images ``(n, C, H, W)`` from the prior: ``z_1 ~ p(z_1)``, reverse diffusion, decoder mean.
+
+        With the N(0, I) prior, ``z0 ~ N(0, I)`` directly. ``cond=None`` on a mode C model samples
+        the unconditional model that condition dropout trained alongside.
+        """
+        device = next(self.parameters()).device
+        shape = (n, *self.latent_shape)
+        if self.prior is None:
+            z0 = torch.randn(shape, generator=generator).to(device)
+        else:
+            from .diffusion.samplers import sample
+
+            z1 = self.prior.process.prior_sample(shape, generator=generator).to(device)
+            z0 = sample(self.prior, z1, 1.0, method=method, steps=None if method == "ode" else steps,
+                        cond=cond, generator=generator, **opts)
+        return self.ae.decode(z0)

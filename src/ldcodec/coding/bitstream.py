@@ -1,0 +1,195 @@
+"""The ldcodec file format: a versioned header and one length-prefixed, checksummed payload per image.
+
+Byte layout, format version 1 (all integers little-endian)
+-----------------------------------------------------------
+======  =====  ==============================================================================
+offset  bytes  field
+======  =====  ==============================================================================
+0       4      magic ``b"LDC1"``
+4       1      format version, uint8 (= 1)
+5       16     model hash: first 16 bytes of SHA-256 over the weights and config
+               (:func:`model_hash`); the decoder refuses a stream from another model
+21      1      mode, ASCII: ``U`` (unconditional prior, DiffC) or ``C`` (conditional, CDC)
+22      4      rate setting, float32: mode U the stopping time t, mode C lambda or step
+26      2      steps, uint16: mode U coding steps; mode C diffusion steps (0 if unused)
+28      2      image height H, uint16 (>= 1)
+30      2      image width W, uint16 (>= 1)
+32      1      image channels C, uint8 (>= 1)
+33      1      decode method, uint8: 0 none, 1 flow, 2 realism, 3 mse (:data:`DECODE_METHODS`)
+34      4      image count n, uint32
+38      4      CRC-32 (zlib) of bytes 0..37
+42      ...    n records, one per image, back to back:
+               length L uint32 | CRC-32 of (the 4 length bytes + payload) uint32 | L payload bytes
+======  =====  ==============================================================================
+
+The stream ends exactly after the last record. Every field is checked before use: a count or
+length is compared with the bytes that remain before anything is sliced, so a lying header
+cannot make the reader allocate or loop beyond the input. Any malformed input raises
+:class:`~ldcodec.errors.LdcodecError` with a one-line message; nothing else escapes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+import math
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ldcodec.errors import LdcodecError
+
+MAGIC = b"LDC1"
+FORMAT_VERSION = 1
+HASH_BYTES = 16
+MODES = ("U", "C")
+DECODE_METHODS = ("none", "flow", "realism", "mse")
+
+_HEADER = struct.Struct("<4sB16scfHHHBBI")  # everything before the header CRC
+_CRC = struct.Struct("<I")
+_RECORD = struct.Struct("<II")  # payload length, CRC-32 of (length bytes + payload)
+HEADER_BYTES = _HEADER.size + _CRC.size  # 42
+
+
+@dataclass(frozen=True)
+class StreamHeader:
+    """Header fields (the image count is implied by the payloads).
+
+    Attributes:
+        model_hash: 16 bytes, see :func:`model_hash`.
+        mode: ``"U"`` or ``"C"``.
+        rate: the rate setting (stored as float32).
+        steps: coding or diffusion steps, 0..65535.
+        image_shape: ``(H, W, C)``.
+        decode_method: one of :data:`DECODE_METHODS`.
+    """
+
+    model_hash: bytes
+    mode: str
+    rate: float
+    steps: int
+    image_shape: tuple[int, int, int]
+    decode_method: str = "none"
+
+
+def write_stream(header: StreamHeader, payloads: list[bytes]) -> bytes:
+    """Serialise ``header`` and one payload per image into a stream (layout in the module doc)."""
+    _check_header(header)
+    h, w, c = header.image_shape
+    fields = _HEADER.pack(
+        MAGIC, FORMAT_VERSION, header.model_hash, header.mode.encode("ascii"), header.rate,
+        header.steps, h, w, c, DECODE_METHODS.index(header.decode_method), len(payloads),
+    )
+    parts = [fields, _CRC.pack(zlib.crc32(fields))]
+    for payload in payloads:
+        length = _CRC.pack(len(payload))
+        parts += [length, _CRC.pack(zlib.crc32(payload, zlib.crc32(length))), bytes(payload)]
+    return b"".join(parts)
+
+
+def read_stream(data: bytes) -> tuple[StreamHeader, list[bytes]]:
+    """Parse a stream -> ``(header, payloads)``; any malformed input raises ``LdcodecError``."""
+    data = bytes(data)
+    if data[:4] != MAGIC:
+        raise LdcodecError(f"not an ldcodec stream: it starts with {data[:4]!r}, expected {MAGIC!r}")
+    if len(data) < 5 or data[4] != FORMAT_VERSION:
+        version = data[4] if len(data) > 4 else "missing"
+        raise LdcodecError(
+            f"stream format version {version}, this ldcodec reads version {FORMAT_VERSION}: "
+            "decode it with the ldcodec release that wrote it"
+        )
+    if len(data) < HEADER_BYTES:
+        raise LdcodecError(f"stream is truncated: {len(data)} bytes, the header alone needs {HEADER_BYTES}")
+    fields = data[: _HEADER.size]
+    if zlib.crc32(fields) != _CRC.unpack_from(data, _HEADER.size)[0]:
+        raise LdcodecError("stream header is corrupt (CRC mismatch): the file was damaged")
+    _, _, digest, mode, rate, steps, h, w, c, method, count = _HEADER.unpack(fields)
+    header = _parse_header(digest, mode, rate, steps, (h, w, c), method)
+    return header, _read_records(data, HEADER_BYTES, count)
+
+
+def check_model(header: StreamHeader, expected_hash: bytes) -> None:
+    """Raise ``LdcodecError`` unless the stream was made by the model whose hash is ``expected_hash``."""
+    if header.model_hash != bytes(expected_hash)[:HASH_BYTES]:
+        raise LdcodecError(
+            f"stream was encoded by model {header.model_hash.hex()} but the loaded checkpoint is "
+            f"{bytes(expected_hash)[:HASH_BYTES].hex()}: decode with the checkpoint that encoded it"
+        )
+
+
+def model_hash(tensors: dict, config: dict) -> bytes:
+    """First 16 bytes of SHA-256 over named tensors (name, dtype, shape, raw bytes; sorted by
+    name) and the JSON of ``config`` (sorted keys). ``tensors`` is e.g. a ``state_dict()``;
+    torch tensors and numpy arrays both work."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name]
+        if isinstance(t, torch.Tensor):
+            t = t.detach().cpu().contiguous()
+            raw = t.reshape(-1).view(torch.uint8).numpy().tobytes()
+        else:
+            t = np.ascontiguousarray(t)
+            raw = t.tobytes()
+        dtype = str(t.dtype).removeprefix("torch.")
+        digest.update(f"{name}|{dtype}|{tuple(t.shape)}|".encode())
+        digest.update(raw)
+    digest.update(json.dumps(config, sort_keys=True, default=str).encode())
+    return digest.digest()[:HASH_BYTES]
+
+
+def _check_header(header: StreamHeader) -> None:
+    h, w, c = header.image_shape
+    problems = [
+        (len(header.model_hash) != HASH_BYTES, f"model hash must be {HASH_BYTES} bytes"),
+        (header.mode not in MODES, f"mode must be one of {MODES}, got {header.mode!r}"),
+        (header.decode_method not in DECODE_METHODS, f"decode method must be one of {DECODE_METHODS}"),
+        (not 0 <= header.steps < 2**16, f"steps {header.steps} outside 0..65535"),
+        (not (math.isfinite(header.rate) and abs(header.rate) < 3e38), f"rate {header.rate} is not a finite float32"),
+        (not (0 < h < 2**16 and 0 < w < 2**16 and 0 < c < 2**8), f"image shape {header.image_shape} "
+         "outside the format's range (H, W in 1..65535, C in 1..255)"),
+    ]
+    for bad, message in problems:
+        if bad:
+            raise LdcodecError(f"cannot write stream: {message}")
+
+
+def _parse_header(digest: bytes, mode: bytes, rate: float, steps: int, shape: tuple, method: int) -> StreamHeader:
+    mode_str = mode.decode("latin-1")
+    if mode_str not in MODES:
+        raise LdcodecError(f"stream has unknown mode {mode_str!r} (expected one of {MODES}): the file is damaged")
+    if method >= len(DECODE_METHODS):
+        raise LdcodecError(f"stream has unknown decode method code {method}: the file is damaged")
+    if min(shape) == 0:
+        raise LdcodecError(f"stream declares an empty image shape {shape}: the file is damaged")
+    return StreamHeader(digest, mode_str, float(rate), steps, shape, DECODE_METHODS[method])
+
+
+def _read_records(data: bytes, offset: int, count: int) -> list[bytes]:
+    """``count`` records from ``offset``; every length is bounded by the bytes that remain."""
+    if count > (len(data) - offset) // _RECORD.size:
+        raise LdcodecError(
+            f"stream declares {count} images but only {len(data) - offset} bytes follow the header: "
+            "it is truncated or damaged"
+        )
+    payloads = []
+    for i in range(count):
+        if len(data) - offset < _RECORD.size:
+            raise LdcodecError(f"stream is truncated inside the record of image {i}")
+        length, crc = _RECORD.unpack_from(data, offset)
+        start = offset + _RECORD.size
+        if length > len(data) - start:
+            raise LdcodecError(
+                f"image {i} declares {length} payload bytes but only {len(data) - start} remain: "
+                "the stream is truncated or damaged"
+            )
+        payload = data[start : start + length]
+        if zlib.crc32(payload, zlib.crc32(data[offset : offset + 4])) != crc:
+            raise LdcodecError(f"payload of image {i} is corrupt (CRC mismatch): the file was damaged")
+        payloads.append(payload)
+        offset = start + length
+    if offset != len(data):
+        raise LdcodecError(f"stream has {len(data) - offset} unexpected bytes after the last image: it is damaged")
+    return payloads

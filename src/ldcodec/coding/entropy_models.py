@@ -1,0 +1,284 @@
+"""Learned densities for quantised codes, and their exact entropy coding (mode C, baselines).
+
+- :class:`FactorizedDensity`: the non-parametric per-channel density of Ballé et al. 2018
+  ("Variational image compression with a scale hyperprior"), Appendix 6.1.
+- :class:`GaussianConditional`: ``N(mean, scale^2)`` convolved with ``U(-1/2, 1/2)``, with mean
+  and scale from a hyperprior (Ballé et al. 2018, §3; the mean as in Minnen et al. 2018,
+  "Joint autoregressive and hierarchical priors").
+- :func:`quantize`: additive uniform noise for training (Ballé et al. 2017, "End-to-end
+  optimized image compression"), rounding for coding, or rounding with a straight-through
+  gradient.
+
+Layout: ``y`` is ``(B, c)`` or ``(B, c, h, w)`` (any trailing dims); the channel axis is dim 1.
+
+Coding: after training, :meth:`update_tables` computes integer tables ONCE (precision 16, every
+count >= 1, an escape symbol for values outside the support; see :mod:`ldcodec.coding.entropy`)
+and stores them as buffers, so they travel in the checkpoint (and its hash) and the decoder
+never recomputes a probability from floats. :meth:`compress` returns one byte string per batch
+element. For the Gaussian conditional the scale is mapped to one of a fixed set of scale bins
+by ``searchsorted`` of the float32 scale in the float32 bin table: exact whenever encoder and
+decoder compute the same scale tensor (same CPU computation of the hyperprior).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ldcodec.coding import entropy
+from ldcodec.errors import LdcodecError
+
+LIKELIHOOD_BOUND = 1e-9  # lower bound on likelihoods (keeps -log2 finite)
+TABLE_PRECISION = 16
+MAX_SUPPORT = 2**14  # symbols per table before the escape takes over
+
+
+def quantize(y: torch.Tensor, mode: str, mean: torch.Tensor | None = None) -> torch.Tensor:
+    """Quantise ``y`` (any shape) around ``mean`` (broadcastable, default 0).
+
+    ``"noise"``: ``y + u``, ``u ~ U(-1/2, 1/2)`` (training proxy for rounding, Ballé 2017);
+    ``"round"``: ``round(y - mean) + mean``; ``"ste"``: rounding with identity gradient.
+    """
+    if mode == "noise":
+        return y + torch.empty_like(y).uniform_(-0.5, 0.5)
+    offset = torch.zeros_like(y) if mean is None else mean
+    rounded = torch.round(y - offset) + offset
+    if mode == "round":
+        return rounded
+    if mode == "ste":
+        return y + (rounded - y).detach()
+    raise ValueError(f"unknown quantisation mode {mode!r}; use 'noise', 'round' or 'ste'")
+
+
+def _bits_per_sample(likelihood: torch.Tensor) -> torch.Tensor:
+    """``(B, ...) -> (B,)``: ``-sum log2 likelihood`` per batch element."""
+    return -torch.log2(likelihood).reshape(likelihood.shape[0], -1).sum(dim=1)
+
+
+class _TableBuffers(nn.Module):
+    """Integer coding tables kept as buffers ``(T, S)`` counts, ``(T,)`` sizes and offsets.
+
+    Buffers start empty; loading a checkpoint resizes them to the stored tables.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("table_counts", torch.zeros(0, 0, dtype=torch.int32))
+        self.register_buffer("table_sizes", torch.zeros(0, dtype=torch.int64))
+        self.register_buffer("table_offsets", torch.zeros(0, dtype=torch.int64))
+
+    def _store(self, tables: entropy.Tables) -> entropy.Tables:
+        self.table_counts = torch.from_numpy(tables.counts.astype(np.int32))
+        self.table_sizes = torch.from_numpy(tables.sizes)
+        self.table_offsets = torch.from_numpy(tables.offsets)
+        return tables
+
+    def tables(self) -> entropy.Tables:
+        """The stored integer tables (computed by ``update_tables``)."""
+        if self.table_sizes.numel() == 0:
+            raise LdcodecError(
+                f"{type(self).__name__} has no coding tables: call update_tables() after training "
+                "(and save the checkpoint again)"
+            )
+        return entropy.Tables(
+            self.table_counts.cpu().numpy().astype(np.uint32),
+            self.table_sizes.cpu().numpy(),
+            self.table_offsets.cpu().numpy(),
+            TABLE_PRECISION,
+        )
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        for name in ("table_counts", "table_sizes", "table_offsets"):
+            if prefix + name in state_dict:
+                setattr(self, name, torch.empty_like(state_dict[prefix + name]))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+def _encode_images(symbols: torch.Tensor, table_index: torch.Tensor, tables: entropy.Tables) -> list[bytes]:
+    """``(B, ...)`` integer symbols and table indices -> one stream per batch element."""
+    sym = symbols.detach().cpu().reshape(symbols.shape[0], -1).numpy().astype(np.int64)
+    idx = table_index.detach().cpu().reshape(symbols.shape[0], -1).numpy()
+    return [entropy.encode_symbols(s, i, tables) for s, i in zip(sym, idx)]
+
+
+def _decode_images(strings: list[bytes], table_index: torch.Tensor, tables: entropy.Tables) -> torch.Tensor:
+    """Inverse of :func:`_encode_images` -> ``table_index.shape`` int64 symbols."""
+    idx = table_index.detach().cpu().reshape(len(strings), -1).numpy()
+    rows = [entropy.decode_symbols(data, i, tables) for data, i in zip(strings, idx)]
+    return torch.from_numpy(np.stack(rows)).reshape(table_index.shape)
+
+
+def _channel_index(shape: tuple[int, ...]) -> torch.Tensor:
+    """``(B, c, ...)`` tensor whose entries are their channel number."""
+    c = shape[1]
+    return torch.arange(c).reshape((1, c) + (1,) * (len(shape) - 2)).expand(shape)
+
+
+class FactorizedDensity(_TableBuffers):
+    """Per-channel learned density, Ballé et al. 2018, Appendix 6.1.
+
+    The cumulative is ``c = f_K o ... o f_1`` with ``f_k(x) = g_k(H_k x + b_k)`` and
+    ``g_k(x) = x + a_k * tanh(x)`` for ``k < K``, ``f_K(x) = sigmoid(H_K x + b_K)``,
+    ``H_k = softplus(raw H_k)`` (so c is monotone) and ``a_k = tanh(raw a_k)`` (so g_k is).
+    The density of a noisy or quantised value is ``c(y + 1/2) - c(y - 1/2)``: the density
+    convolved with the unit uniform, evaluated at ``y``.
+
+    Args:
+        channels: ``c``.
+        filters: widths of the hidden layers (paper: 3, 3, 3).
+        init_scale: the initial density is roughly uniform over ``[-init_scale, init_scale]``.
+        tail_mass: mass left outside the coding support (split between the two tails).
+    """
+
+    def __init__(self, channels: int, filters: tuple[int, ...] = (3, 3, 3), init_scale: float = 10.0,
+                 tail_mass: float = 1e-9) -> None:
+        super().__init__()
+        self.channels, self.tail_mass = channels, tail_mass
+        widths = (1,) + tuple(filters) + (1,)
+        scale = init_scale ** (1.0 / (len(widths) - 1))
+        self.matrices, self.biases, self.factors = nn.ParameterList(), nn.ParameterList(), nn.ParameterList()
+        for k in range(len(widths) - 1):
+            init = math.log(math.expm1(1.0 / scale / widths[k + 1]))
+            self.matrices.append(nn.Parameter(torch.full((channels, widths[k + 1], widths[k]), init)))
+            self.biases.append(nn.Parameter(torch.empty(channels, widths[k + 1], 1).uniform_(-0.5, 0.5)))
+            if k < len(widths) - 2:
+                self.factors.append(nn.Parameter(torch.zeros(channels, widths[k + 1], 1)))
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        """``(c, 1, n) -> (c, 1, n)``: the logits of the cumulative, ``c = sigmoid(logits)``."""
+        for k, (matrix, bias) in enumerate(zip(self.matrices, self.biases)):
+            x = torch.matmul(F.softplus(matrix.to(x.dtype)), x) + bias.to(x.dtype)
+            if k < len(self.factors):
+                x = x + torch.tanh(self.factors[k].to(x.dtype)) * torch.tanh(x)
+        return x
+
+    def _per_channel(self, y: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
+        """``(B, c, ...) -> (c, 1, B * prod(...))`` plus what is needed to undo it."""
+        if y.dim() < 2 or y.shape[1] != self.channels:
+            raise ValueError(f"expected (B, {self.channels}, ...) with channels on dim 1, got {tuple(y.shape)}")
+        moved = y.transpose(0, 1)
+        return moved.reshape(self.channels, 1, -1), moved.shape
+
+    def _interval_mass(self, x: torch.Tensor) -> torch.Tensor:
+        """``c(x + 1/2) - c(x - 1/2)`` for ``x`` ``(c, 1, n)``, evaluated in the tail where the
+        sigmoids are small so that no precision is lost to ``1 - 1``."""
+        lower, upper = self._logits(x - 0.5), self._logits(x + 0.5)
+        sign = -torch.sign(lower + upper).detach()
+        return torch.abs(torch.sigmoid(sign * upper) - torch.sigmoid(sign * lower))
+
+    def likelihood(self, y: torch.Tensor) -> torch.Tensor:
+        """``P(y) = c(y + 1/2) - c(y - 1/2)`` for ``y`` ``(B, c, ...)`` -> same shape, >= 1e-9."""
+        x, moved_shape = self._per_channel(y)
+        p = self._interval_mass(x).reshape(moved_shape).transpose(0, 1)
+        return p.clamp_min(LIKELIHOOD_BOUND)
+
+    def bits(self, y: torch.Tensor) -> torch.Tensor:
+        """``(B, c, ...) -> (B,)``: ``-sum log2 P(y)`` per batch element."""
+        return _bits_per_sample(self.likelihood(y))
+
+    @torch.no_grad()
+    def update_tables(self) -> entropy.Tables:
+        """Compute and store the integer tables: per channel, the integers between the
+        ``tail_mass / 2`` and ``1 - tail_mass / 2`` quantiles (found by bisection of the CDF)."""
+        lo = torch.floor(self._quantiles(self.tail_mass / 2)).long()
+        hi = torch.ceil(self._quantiles(1 - self.tail_mass / 2)).long()
+        hi = torch.minimum(hi, lo + MAX_SUPPORT - 1)
+        sizes = (hi - lo + 1).tolist()
+        grid = lo.reshape(-1, 1, 1).double() + torch.arange(max(sizes), dtype=torch.float64)
+        pmf = self._interval_mass(grid)[:, 0]
+        pmfs = [row[:n].numpy() for row, n in zip(pmf, sizes)]
+        return self._store(entropy.Tables.from_pmfs(pmfs, lo.numpy(), TABLE_PRECISION))
+
+    def _quantiles(self, level: float) -> torch.Tensor:
+        """``(c,)`` float64 ``x`` with ``c(x) = level``, by bisection (the CDF is monotone)."""
+        target = math.log(level / (1 - level))
+        lo = torch.full((self.channels, 1, 1), -1.0, dtype=torch.float64)
+        hi = torch.full((self.channels, 1, 1), 1.0, dtype=torch.float64)
+        for _ in range(64):  # widen until the bracket holds (|x| up to 2**64)
+            lo = torch.where(self._logits(lo) > target, 2 * lo, lo)
+            hi = torch.where(self._logits(hi) < target, 2 * hi, hi)
+        for _ in range(60):
+            mid = (lo + hi) / 2
+            below = self._logits(mid) < target
+            lo, hi = torch.where(below, mid, lo), torch.where(below, hi, mid)
+        return ((lo + hi) / 2).reshape(-1)
+
+    def compress(self, y: torch.Tensor) -> list[bytes]:
+        """Integer-valued ``y`` ``(B, c, ...)`` -> one byte string per batch element."""
+        return _encode_images(torch.round(y), _channel_index(y.shape), self.tables())
+
+    def decompress(self, strings: list[bytes], shape: tuple[int, ...]) -> torch.Tensor:
+        """Inverse of :meth:`compress`; ``shape`` is one element's ``(c, ...)`` -> ``(B, c, ...)`` float."""
+        index = _channel_index((len(strings),) + tuple(shape))
+        return _decode_images(strings, index, self.tables()).to(torch.get_default_dtype())
+
+
+class GaussianConditional(_TableBuffers):
+    """``N(mean, scale^2) * U(-1/2, 1/2)`` at integer offsets from ``mean`` (Ballé 2018, §3).
+
+    Args:
+        scale_bound: scales are clamped below at this value (likelihood and bin choice).
+        scale_table: increasing float scales of the coding bins; default 64 log-spaced scales
+            from 0.11 to 256.
+        tail_mass: mass left outside each bin's support.
+    """
+
+    def __init__(self, scale_bound: float = 0.11, scale_table: np.ndarray | None = None,
+                 tail_mass: float = 1e-9) -> None:
+        super().__init__()
+        if scale_table is None:
+            scale_table = np.exp(np.linspace(math.log(0.11), math.log(256.0), 64))
+        self.scale_bound, self.tail_mass = scale_bound, tail_mass
+        self.register_buffer("scale_table", torch.as_tensor(np.asarray(scale_table), dtype=torch.float32))
+
+    @staticmethod
+    def _cdf(x: torch.Tensor) -> torch.Tensor:
+        """Standard normal CDF, ``erfc`` form (accurate in the lower tail)."""
+        return 0.5 * torch.erfc(-x / math.sqrt(2.0))
+
+    def likelihood(self, y: torch.Tensor, scale: torch.Tensor, mean: torch.Tensor | None = None) -> torch.Tensor:
+        """``P(y)`` for ``y``, ``scale``, ``mean`` of one shape ``(B, c, ...)`` -> same shape, >= 1e-9."""
+        v = torch.abs(y - mean) if mean is not None else torch.abs(y)
+        scale = scale.clamp_min(self.scale_bound)
+        return self._interval_mass(v, scale).clamp_min(LIKELIHOOD_BOUND)
+
+    def _interval_mass(self, v: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """Mass of ``[v - 1/2, v + 1/2]`` under ``N(0, scale^2)`` for ``v >= 0``, from the lower tail."""
+        return self._cdf((0.5 - v) / scale) - self._cdf((-0.5 - v) / scale)
+
+    def bits(self, y: torch.Tensor, scale: torch.Tensor, mean: torch.Tensor | None = None) -> torch.Tensor:
+        """``(B, ...) -> (B,)``: ``-sum log2 P(y)`` per batch element."""
+        return _bits_per_sample(self.likelihood(y, scale, mean))
+
+    def scale_index(self, scale: torch.Tensor) -> torch.Tensor:
+        """Bin of each scale: the smallest table scale >= the (clamped) scale, in float32 -> int64."""
+        s = scale.detach().to("cpu", torch.float32).clamp_min(self.scale_bound).contiguous()
+        table = self.scale_table.to("cpu").contiguous()
+        return torch.searchsorted(table, s).clamp_max(len(table) - 1)
+
+    @torch.no_grad()
+    def update_tables(self) -> entropy.Tables:
+        """Compute and store one integer table per scale bin over ``[-r, r]``, ``r`` the
+        ``1 - tail_mass / 2`` quantile of ``N(0, scale^2)`` rounded up."""
+        z = -float(torch.special.ndtri(torch.tensor(self.tail_mass / 2, dtype=torch.float64)))
+        pmfs, offsets = [], []
+        for s in self.scale_table.double():
+            r = min(int(math.ceil(float(s) * z)), MAX_SUPPORT // 2)
+            grid = torch.arange(-r, r + 1, dtype=torch.float64)
+            pmfs.append(self._interval_mass(grid.abs(), s).numpy())
+            offsets.append(-r)
+        return self._store(entropy.Tables.from_pmfs(pmfs, np.array(offsets), TABLE_PRECISION))
+
+    def compress(self, y: torch.Tensor, scale: torch.Tensor, mean: torch.Tensor | None = None) -> list[bytes]:
+        """Code ``round(y - mean)`` with the bin of ``scale``; all ``(B, c, ...)`` -> one string per element."""
+        centred = y if mean is None else y - mean
+        return _encode_images(torch.round(centred), self.scale_index(scale), self.tables())
+
+    def decompress(self, strings: list[bytes], scale: torch.Tensor, mean: torch.Tensor | None = None) -> torch.Tensor:
+        """Inverse of :meth:`compress` -> ``symbols + mean`` with ``scale``'s shape ``(B, c, ...)``."""
+        symbols = _decode_images(strings, self.scale_index(scale), self.tables()).to(scale.dtype)
+        return symbols if mean is None else symbols + mean.to(symbols.device)
