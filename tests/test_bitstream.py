@@ -25,7 +25,9 @@ def test_round_trip_and_layout():
     assert header == StreamHeader(HASH, "U", float(np.float32(0.35)), 4, (28, 28, 1), "realism")
     assert STREAM[:4] == b"LDC1" and STREAM[4] == 1 and STREAM[5:21] == HASH and STREAM[21:22] == b"U"
     assert struct.unpack_from("<I", STREAM, 34)[0] == len(PAYLOADS)
-    assert len(STREAM) == bitstream.HEADER_BYTES + sum(8 + len(p) for p in PAYLOADS)
+    # records: varint length (1 byte below 128, 2 bytes for 768) + CRC-16 + payload
+    assert len(STREAM) == bitstream.HEADER_BYTES + (3 + 0) + (3 + 3) + (4 + 768)
+    assert [bitstream.record_bytes(n) for n in (0, 127, 128, 2**14, 2**28 - 1)] == [3, 3, 4, 5, 6]
     empty = write_stream(StreamHeader(HASH, "C", 0.01, 0, (32, 32, 3)), [])
     assert read_stream(empty) == (StreamHeader(HASH, "C", float(np.float32(0.01)), 0, (32, 32, 3), "none"), [])
 
@@ -86,9 +88,11 @@ def test_lying_header_with_valid_crc_is_refused(changes, message):
 def test_lying_payload_length_is_refused_without_allocating():
     offset = bitstream.HEADER_BYTES
     data = bytearray(STREAM)
-    length = struct.pack("<I", 2**32 - 1)
-    data[offset : offset + 8] = length + struct.pack("<I", zlib.crc32(length))
-    with pytest.raises(LdcodecError, match="declares 4294967295 payload bytes"):
+    data[offset : offset + 1] = b"\xff\xff\xff\x7f"  # varint 2^28 - 1
+    with pytest.raises(LdcodecError, match="declares 268435455 payload bytes"):
+        read_stream(bytes(data))
+    data[offset : offset + 4] = b"\xff\xff\xff\xff\x7f"  # a fifth varint byte
+    with pytest.raises(LdcodecError, match="malformed"):
         read_stream(bytes(data))
 
 

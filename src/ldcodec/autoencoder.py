@@ -38,7 +38,7 @@ class Posterior:
     def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
         if self.logvar is None:
             return self.mean
-        eps = torch.randn(self.mean.shape, generator=generator, device="cpu").to(self.mean.device)
+        eps = torch.randn(self.mean.shape, generator=generator, device=self.mean.device)
         return self.mean + torch.exp(0.5 * self.logvar) * eps
 
     def entropy(self) -> torch.Tensor:

@@ -15,7 +15,6 @@ is replaced atomically: a crash never leaves a half-written checkpoint that ``la
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 from pathlib import Path
@@ -102,12 +101,3 @@ def load_model(path: str | os.PathLike, ema: bool = True, device: str = "cpu"):
     load_weights(model, ckpt / ("ema.safetensors" if ema else "model.safetensors"))
     return model.to(device).eval(), cfg, ckpt
 
-
-def model_hash(model: torch.nn.Module) -> bytes:
-    """16-byte SHA-256 digest of the weights (names, shapes, bytes): streams name the model they need."""
-    h = hashlib.sha256()
-    for name, t in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        h.update(str(tuple(t.shape)).encode())
-        h.update(t.detach().cpu().contiguous().numpy().tobytes())
-    return h.digest()[:16]

@@ -100,8 +100,8 @@ class TrainConfig:
 class CodecConfig:
     """Compression settings (mode U reverse channel coding)."""
 
-    coding_steps: int = 16  # coarse steps of the chain from t = 1 to t = 0 used for coding
-    max_chunk_bits: float = 16.0  # reverse channel coding chunk budget
+    coding_steps: int = 4  # mode U: coded steps of the chain from t = 1 down to the stop time
+    max_chunk_bits: int = 8  # reverse channel coding: largest KL of one chunk, bits (encoder cost ~ d 2^(bits+6))
 
 
 SECTIONS: dict[str, type] = {
@@ -163,6 +163,8 @@ def _assign(cfg: Config, section: str, key: str, value: Any, source: str) -> Non
 def _coerce(value: Any, typ: type, f: dataclasses.Field, name: str, source: str) -> Any:
     if isinstance(value, str) and typ is not str:
         value = _parse_scalar(value)
+    if typ is int and isinstance(value, float) and value.is_integer():
+        value = int(value)
     ok = (
         (typ is bool and isinstance(value, bool))
         or (typ is int and isinstance(value, int) and not isinstance(value, bool))

@@ -116,7 +116,7 @@ class LatentCodec(nn.Module):
 
         drop = None
         if cond is not None and self.training and self.cfg.cond.drop > 0:
-            drop = torch.rand(z0.shape[0], generator=generator).to(z0.device) < self.cfg.cond.drop
+            drop = torch.rand(z0.shape[0], generator=generator, device=z0.device) < self.cfg.cond.drop
         return cross_entropy(self.prior, z0, cond=cond, drop=drop,
                              weighting=self.cfg.diffusion.weighting, generator=generator)
 
@@ -140,7 +140,7 @@ class LatentCodec(nn.Module):
         if self.cfg.cond.enabled:
             y = self.code(post.mean)
             if self.training:  # uniform noise stands in for rounding (Balle et al. 2017, Sec. 3.1)
-                y = y + torch.rand(y.shape, generator=generator).to(y.device) - 0.5
+                y = y + torch.rand(y.shape, generator=generator, device=y.device) - 0.5
             else:
                 y = torch.round(y)
             rate = -torch.log(self.code_density.likelihood(y).clamp_min(1e-9)).flatten(1).sum(1)
@@ -157,6 +157,12 @@ class LatentCodec(nn.Module):
         return out
 
     @torch.no_grad()
+    def update_tables(self) -> None:
+        """Mode C: recompute the code density's integer coding tables from its current weights."""
+        if self.cfg.cond.enabled:
+            self.code_density.update_tables()
+
+    @torch.no_grad()
     def generate(self, n: int, method: str = "ancestral", steps: int = 100, cond: torch.Tensor | None = None,
                  generator: torch.Generator | None = None, **opts) -> torch.Tensor:
         """``n`` images ``(n, C, H, W)`` from the prior: ``z_1 ~ p(z_1)``, reverse diffusion, decoder mean.
@@ -167,11 +173,11 @@ class LatentCodec(nn.Module):
         device = next(self.parameters()).device
         shape = (n, *self.latent_shape)
         if self.prior is None:
-            z0 = torch.randn(shape, generator=generator).to(device)
+            z0 = torch.randn(shape, generator=generator, device=device)
         else:
             from .diffusion.samplers import sample
 
-            z1 = self.prior.process.prior_sample(shape, generator=generator).to(device)
+            z1 = self.prior.process.prior_sample(shape, generator=generator, device=device)
             z0 = sample(self.prior, z1, 1.0, method=method, steps=None if method == "ode" else steps,
                         cond=cond, generator=generator, **opts)
         return self.ae.decode(z0)

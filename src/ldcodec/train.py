@@ -8,6 +8,7 @@ thread count). Metrics go to ``OUT/metrics.jsonl`` and TensorBoard events in ``O
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
@@ -42,7 +43,17 @@ def ema_update(ema: dict[str, torch.Tensor], model: torch.nn.Module, decay: floa
             if v.dtype.is_floating_point:
                 ema[name].mul_(d).add_(v, alpha=1 - d)
             else:
-                ema[name].copy_(v)
+                ema[name] = v.clone()
+
+
+def ema_state(model: LatentCodec, ema: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The EMA weights with mode C's coding tables computed from them (not averaged: they are integers)."""
+    if not model.cfg.cond.enabled:
+        return ema
+    averaged = copy.deepcopy(model)
+    averaged.load_state_dict({k: v for k, v in ema.items() if v.dtype.is_floating_point}, strict=False)
+    averaged.update_tables()
+    return averaged.state_dict()
 
 
 def _check_same_run(cfg: Config, run_cfg: Config, out: Path) -> None:
@@ -97,7 +108,7 @@ def train(cfg: Config, out: str | Path, resume: bool = False, device: str = "cpu
     with (out / "metrics.jsonl").open("a") as log:
         for step in bar:
             stage1 = step < cfg.train.stage1_steps
-            g = torch.Generator().manual_seed(cfg.train.seed * 7919 + step)
+            g = torch.Generator(device).manual_seed(cfg.train.seed * 7919 + step)
             terms = model(batches(step), generator=g, train_prior=not stage1,
                           train_autoencoder=stage1 or not cfg.train.two_stage)
             loss = terms["loss"]
@@ -124,7 +135,8 @@ def train(cfg: Config, out: str | Path, resume: bool = False, device: str = "cpu
                         writer.add_scalar(f"train/{k}", v, done)
                 bar.set_postfix(loss=f"{last['loss']:.4f}", bpd=f"{last['bpd']:.3f}", mse=f"{last['mse']:.4f}")
             if done % cfg.train.ckpt_every == 0 or done == cfg.train.steps:
-                save_checkpoint(out, done, cfg, model, ema, {"optimizer": opt.state_dict(),
+                model.update_tables()
+                save_checkpoint(out, done, cfg, model, ema_state(model, ema), {"optimizer": opt.state_dict(),
                                                              "scheduler": sched.state_dict(), "step": done})
     writer.close()
     return last

@@ -19,7 +19,9 @@ offset  bytes  field
 34      4      image count n, uint32
 38      4      CRC-32 (zlib) of bytes 0..37
 42      ...    n records, one per image, back to back:
-               length L uint32 | CRC-32 of (the 4 length bytes + payload) uint32 | L payload bytes
+               length L as an unsigned LEB128 varint (1-4 bytes, L < 2^28) |
+               CRC-16-CCITT (``binascii.crc_hqx``, init 0) of (the length bytes + payload), uint16 |
+               L payload bytes. A record costs 3 bytes beside its payload for L < 128.
 ======  =====  ==============================================================================
 
 The stream ends exactly after the last record. Every field is checked before use: a count or
@@ -30,6 +32,7 @@ cannot make the reader allocate or loop beyond the input. Any malformed input ra
 
 from __future__ import annotations
 
+import binascii
 import hashlib
 import json
 import struct
@@ -50,7 +53,8 @@ DECODE_METHODS = ("none", "flow", "realism", "mse")
 
 _HEADER = struct.Struct("<4sB16scfHHHBBI")  # everything before the header CRC
 _CRC = struct.Struct("<I")
-_RECORD = struct.Struct("<II")  # payload length, CRC-32 of (length bytes + payload)
+_RECORD_CRC = struct.Struct("<H")
+MAX_VARINT_BYTES = 4
 HEADER_BYTES = _HEADER.size + _CRC.size  # 42
 
 
@@ -85,9 +89,38 @@ def write_stream(header: StreamHeader, payloads: list[bytes]) -> bytes:
     )
     parts = [fields, _CRC.pack(zlib.crc32(fields))]
     for payload in payloads:
-        length = _CRC.pack(len(payload))
-        parts += [length, _CRC.pack(zlib.crc32(payload, zlib.crc32(length))), bytes(payload)]
+        length = _varint(len(payload))
+        parts += [length, _RECORD_CRC.pack(binascii.crc_hqx(payload, binascii.crc_hqx(length, 0))), bytes(payload)]
     return b"".join(parts)
+
+
+def record_bytes(payload_length: int) -> int:
+    """Bytes a record of this payload length takes beside the payload (varint + CRC)."""
+    return len(_varint(payload_length)) + _RECORD_CRC.size
+
+
+def _varint(n: int) -> bytes:
+    if not 0 <= n < 1 << (7 * MAX_VARINT_BYTES):
+        raise LdcodecError(f"cannot write stream: payload of {n} bytes exceeds the format's 2^28 - 1")
+    out = bytearray()
+    while True:
+        out.append((n & 0x7F) | (0x80 if n >= 0x80 else 0))
+        n >>= 7
+        if not n:
+            return bytes(out)
+
+
+def _read_varint(data: bytes, offset: int, image: int) -> tuple[int, int]:
+    """``(value, offset after it)``; at most ``MAX_VARINT_BYTES`` bytes are read."""
+    value = 0
+    for i in range(MAX_VARINT_BYTES):
+        if offset + i >= len(data):
+            raise LdcodecError(f"stream is truncated inside the record of image {image}")
+        byte = data[offset + i]
+        value |= (byte & 0x7F) << (7 * i)
+        if not byte & 0x80:
+            return value, offset + i + 1
+    raise LdcodecError(f"record length of image {image} is malformed: the stream is damaged")
 
 
 def read_stream(data: bytes) -> tuple[StreamHeader, list[bytes]]:
@@ -169,24 +202,25 @@ def _parse_header(digest: bytes, mode: bytes, rate: float, steps: int, shape: tu
 
 def _read_records(data: bytes, offset: int, count: int) -> list[bytes]:
     """``count`` records from ``offset``; every length is bounded by the bytes that remain."""
-    if count > (len(data) - offset) // _RECORD.size:
+    if count > (len(data) - offset) // (1 + _RECORD_CRC.size):
         raise LdcodecError(
             f"stream declares {count} images but only {len(data) - offset} bytes follow the header: "
             "it is truncated or damaged"
         )
     payloads = []
     for i in range(count):
-        if len(data) - offset < _RECORD.size:
+        length, after = _read_varint(data, offset, i)
+        if len(data) - after < _RECORD_CRC.size:
             raise LdcodecError(f"stream is truncated inside the record of image {i}")
-        length, crc = _RECORD.unpack_from(data, offset)
-        start = offset + _RECORD.size
+        (crc,) = _RECORD_CRC.unpack_from(data, after)
+        start = after + _RECORD_CRC.size
         if length > len(data) - start:
             raise LdcodecError(
                 f"image {i} declares {length} payload bytes but only {len(data) - start} remain: "
                 "the stream is truncated or damaged"
             )
         payload = data[start : start + length]
-        if zlib.crc32(payload, zlib.crc32(data[offset : offset + 4])) != crc:
+        if binascii.crc_hqx(payload, binascii.crc_hqx(data[offset:after], 0)) != crc:
             raise LdcodecError(f"payload of image {i} is corrupt (CRC mismatch): the file was damaged")
         payloads.append(payload)
         offset = start + length

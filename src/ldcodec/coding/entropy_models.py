@@ -149,11 +149,14 @@ class FactorizedDensity(_TableBuffers):
                 self.factors.append(nn.Parameter(torch.zeros(channels, widths[k + 1], 1)))
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
-        """``(c, 1, n) -> (c, 1, n)``: the logits of the cumulative, ``c = sigmoid(logits)``."""
+        """``(c, 1, n) -> (c, 1, n)``: the logits of the cumulative, ``c = sigmoid(logits)``.
+
+        Evaluated in ``x``'s dtype and on ``x``'s device (tables are built in float64 on the CPU).
+        """
         for k, (matrix, bias) in enumerate(zip(self.matrices, self.biases)):
-            x = torch.matmul(F.softplus(matrix.to(x.dtype)), x) + bias.to(x.dtype)
+            x = torch.matmul(F.softplus(matrix.to(x)), x) + bias.to(x)
             if k < len(self.factors):
-                x = x + torch.tanh(self.factors[k].to(x.dtype)) * torch.tanh(x)
+                x = x + torch.tanh(self.factors[k].to(x)) * torch.tanh(x)
         return x
 
     def _per_channel(self, y: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:

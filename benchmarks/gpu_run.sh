@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# One prepared run on the lent GPU (see benchmarks/RESULTS.md): train the CIFAR-10 CNN cells
+# of mode U and mode C and the CIFAR-10 feature classifier side by side for a fixed wall time,
+# then time GPU compression of CIFAR-10 test images and keep a GPU-encoded stream (decoded on
+# the CPU afterwards). Expects .devdata/ with the constriction wheel and cifar10 shards.
+# Usage: OUT=dir TRAIN_S=150 bash benchmarks/gpu_run.sh
+set -u
+export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=4
+TRAIN_S=${TRAIN_S:-150}
+python3 -m pip install -q --no-index --no-deps --target /tmp/site .devdata/constriction-*.whl
+export PYTHONPATH=/tmp/site:$PWD/src
+mkdir -p results
+nvidia-smi --query-gpu=name,memory.total --format=csv | tee "$OUT/gpu.txt"
+common=(--device cuda --data-root .devdata --set train.ckpt_every=250 --set train.log_every=100 --set train.warmup=200)
+for cell in cifar10-cnn-ddpm-uncond-gauss cifar10-cnn-ddpm-cond-gauss; do
+  timeout "$TRAIN_S" python3 -m ldcodec.cli train "configs/grid/$cell.yaml" --out "runs/$cell" --steps 6000 \
+    "${common[@]}" > "$OUT/train-$cell.log" 2>&1 &
+done
+timeout "$TRAIN_S" python3 - > "$OUT/classifier.log" 2>&1 <<'PY' &
+import torch
+from ldcodec.data import load_split, to_tensor
+from ldcodec.metrics.features import train_classifier, save_classifier, accuracy
+x, y = load_split("cifar10", "train", ".devdata")
+xt, yt = load_split("cifar10", "test", ".devdata")
+m = train_classifier(to_tensor(x), torch.from_numpy(y), epochs=30, device="cuda", batch_size=256, progress=False)
+acc = accuracy(m, to_tensor(xt).cuda(), torch.from_numpy(yt).cuda())
+print("cifar10 classifier test accuracy", acc)
+save_classifier(m, "runs/classifier-cifar10", {"test_accuracy": acc, "train_images": len(x)})
+PY
+wait
+python3 - <<'PY' 2>&1 | tee "$OUT/codec-gpu.log"
+import json, os, shutil, time, torch, numpy as np
+from pathlib import Path
+from ldcodec.checkpoint import load_model
+from ldcodec.codec import Codec
+from ldcodec.data import load_split, to_tensor, to_uint8
+out = Path(os.environ["OUT"])
+x = to_tensor(load_split("cifar10", "test", ".devdata")[0][:2000])
+for cell in ["cifar10-cnn-ddpm-uncond-gauss", "cifar10-cnn-ddpm-cond-gauss"]:
+    run = Path("runs") / cell
+    if not (run / "latest").exists():
+        print(cell, "no checkpoint"); continue
+    ckpt = run / (run / "latest").read_text().strip()
+    dst = Path("results") / cell
+    dst.mkdir(parents=True)
+    for f in ("ema.safetensors", "config.yaml"):
+        shutil.copy(ckpt / f, dst / f)
+    shutil.copy(run / "metrics.jsonl", dst / "metrics.jsonl")
+    model, cfg, _ = load_model(run, device="cuda")
+    codec = Codec(model, device="cuda", batch_size=1000)
+    n = 2000 if codec.mode == "C" else 200
+    kw = {} if codec.mode == "C" else {"t": 0.3}
+    for dec in ("mse", "flow"):
+        torch.cuda.synchronize(); t0 = time.perf_counter()
+        r = codec.compress(x[:n], decode=dec, **kw)
+        torch.cuda.synchronize(); t1 = time.perf_counter()
+        y = codec.decompress(r.stream)
+        torch.cuda.synchronize(); t2 = time.perf_counter()
+        rec = {"cell": cell, "decode": dec, "images": n, "encode_img_per_s": n / (t1 - t0),
+               "decode_img_per_s": n / (t2 - t1), "actual_bits": float(r.actual_bits.mean()),
+               "estimated_bits": float(r.estimated_bits.mean()), "mse": float(((y - x[:n]) ** 2).mean())}
+        print(json.dumps(rec), flush=True)
+    if codec.mode == "C":
+        (dst / "stream.ldc").write_bytes(r.stream)
+        np.save(dst / "gpu_decoded.npy", to_uint8(y))
+PY
+# at most 8 files come back: one tar per model, one for the classifier and the logs
+cp runs/classifier-cifar10* results/ 2>/dev/null
+for d in results/*/; do tar -cf "$OUT/$(basename "$d").tar" -C results "$(basename "$d")"; done
+tar -cf "$OUT/classifier.tar" -C results $(cd results && ls -p | grep -v /) 2>/dev/null
+ls -la "$OUT"
