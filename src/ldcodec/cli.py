@@ -156,6 +156,58 @@ def cmd_decompress(a: argparse.Namespace) -> None:
           f"{1000 * seconds / len(images):.1f} ms per image")
 
 
+def _csv(text: str, cast=str) -> tuple:
+    try:
+        return tuple(cast(v.strip()) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise LdcodecError(f"cannot read {text!r} as a comma-separated list of {cast.__name__}") from None
+
+
+def cmd_evaluate(a: argparse.Namespace) -> None:
+    from .evaluate import BASELINES, PERCEPTION, Settings, evaluate, parse_qualities, write_results
+
+    baselines = _csv(a.baseline) if a.baseline else ()
+    bad = [b for b in baselines if b not in BASELINES] + [p for p in _csv(a.perception) if p not in PERCEPTION]
+    if bad:
+        raise LdcodecError(f"unknown baseline or estimator {', '.join(bad)}; baselines: {', '.join(BASELINES)}; "
+                           f"estimators: {', '.join(PERCEPTION)}")
+    settings = Settings(t_values=_csv(a.t_values, float), decodes=_csv(a.decodes), perception=_csv(a.perception),
+                        critic_steps=a.critic_steps, baselines=baselines, qualities=parse_qualities(a.qualities),
+                        learned_lambdas=_csv(a.learned_lambdas, float), learned_steps=a.learned_steps, seed=a.seed)
+    results = evaluate(a.checkpoint, a.dataset, a.split, a.limit, a.data_root, a.classifier, settings,
+                       device=a.device, gaussian=(a.gaussian_dim, a.gaussian_ratio))
+    json_path, csv_path = write_results(results, a.output)
+    print(f"wrote {json_path} and {csv_path}: {len(results['points'])} operating points on {results['images']} "
+          f"{results['dataset']} {a.split} images")
+    for p in results["points"]:
+        print(f"  {p['model']:<34} {p['decode'] or '':<8} rate={p['rate_setting']:<8.4g} "
+              f"bpp={p['bpp_actual']:.4f} psnr={p['psnr']:.2f}")
+
+
+def cmd_train_classifier(a: argparse.Namespace) -> None:
+    import torch
+
+    from .data import load_split, to_tensor
+    from .evaluate import default_classifier_path
+    from .metrics.features import accuracy, save_classifier, train_classifier
+
+    x, y = load_split(a.dataset, "train", a.data_root)
+    xt, yt = load_split(a.dataset, "test", a.data_root)
+    model = train_classifier(to_tensor(x), torch.from_numpy(y), epochs=a.epochs, device=a.device,
+                             max_steps=a.max_steps, seed=a.seed)
+    acc = accuracy(model, to_tensor(xt).to(a.device), torch.from_numpy(yt).to(a.device))
+    out = Path(a.out) if a.out else default_classifier_path(a.dataset)
+    path = save_classifier(model, out, {"dataset": a.dataset, "train_images": len(x), "test_accuracy": acc})
+    print(f"wrote {path}: test accuracy {100 * acc:.2f}% on {len(xt)} {a.dataset} test images")
+
+
+def cmd_report(a: argparse.Namespace) -> None:
+    from .report import load_results, render_report
+
+    path = render_report(load_results(a.results), a.output)
+    print(f"wrote {path}")
+
+
 def cmd_demo(a: argparse.Namespace) -> None:
     from .demo import run_demo
 
@@ -235,6 +287,51 @@ def build_parser() -> argparse.ArgumentParser:
     dc.add_argument("--max-steps", type=int, help="mode U: decode only the first K coded steps (progressive)")
     _device(dc)
     dc.set_defaults(func=cmd_decompress)
+
+    e = sub.add_parser("evaluate", help="rate, distortion and perception of a model and baselines -> JSON + CSV",
+                       description="Sweep the rate knob (mode U: several t, each with the three decodes; mode C: "
+                                   "the model's rate) and baselines on the same images; write results.json (schema "
+                                   "in docs/results-schema.md) and results.csv. CHECKPOINT may be omitted to "
+                                   "evaluate baselines only, or with --dataset gaussian (theory check).")
+    e.add_argument("checkpoint", nargs="?", help="run folder or ckpt-NNNNNNNN folder")
+    e.add_argument("--dataset", choices=["mnist", "cifar10", "gaussian"], help="default: the checkpoint's")
+    e.add_argument("--split", default="test")
+    e.add_argument("--limit", type=int, default=1000, help="images to evaluate (default 1000)")
+    e.add_argument("-o", "--output", required=True, help="results JSON path (a .csv is written beside it)")
+    e.add_argument("--baseline", help="comma-separated: jpeg,webp,avif,factorized,hyperprior")
+    e.add_argument("--t-values", default="0.7,0.5,0.35,0.25,0.15", help="mode U stop times to sweep")
+    e.add_argument("--decodes", default="flow,realism,mse", help="decode methods to evaluate")
+    e.add_argument("--perception", default="fid,kid,knn_kl,f_kl,f_js,f_tv,f_chi2,f_hellinger",
+                   help="perception estimators to run")
+    e.add_argument("--critic-steps", type=int, default=300, help="training steps of each f-divergence critic")
+    e.add_argument("--classifier", help="feature classifier (default runs/classifiers/classifier-DATASET)")
+    e.add_argument("--qualities", help="classical qualities, e.g. 'jpeg=5,20,50,90;webp=5,50'")
+    e.add_argument("--learned-lambdas", default="0.002,0.01,0.05", help="Ballé baselines' rate-distortion lambdas")
+    e.add_argument("--learned-steps", type=int, default=2000, help="training steps of each Ballé baseline")
+    e.add_argument("--gaussian-dim", type=int, default=16, help="gaussian: source dimension")
+    e.add_argument("--gaussian-ratio", type=float, default=0.7, help="gaussian: variances ratio^i, i < dim")
+    e.add_argument("--seed", type=int, default=0)
+    _data_root(e)
+    _device(e)
+    e.set_defaults(func=cmd_evaluate)
+
+    tc = sub.add_parser("train-classifier", help="train the feature classifier used for FID/KID/kNN/accuracy",
+                        description="Train the project's own classifier (no weights can be downloaded) and save it "
+                                    "where `ldcodec evaluate` looks by default.")
+    tc.add_argument("--dataset", required=True, choices=["mnist", "cifar10"])
+    tc.add_argument("--out", help="path without suffix (default runs/classifiers/classifier-DATASET)")
+    tc.add_argument("--epochs", type=int, default=10)
+    tc.add_argument("--max-steps", type=int, help="stop after this many steps")
+    tc.add_argument("--seed", type=int, default=0)
+    _data_root(tc)
+    _device(tc)
+    tc.set_defaults(func=cmd_train_classifier)
+
+    rp = sub.add_parser("report", help="one self-contained HTML page from results JSON files",
+                        description="Curves, planes, reconstruction grids and tables from `ldcodec evaluate` output.")
+    rp.add_argument("results", nargs="+", help="results JSON files")
+    rp.add_argument("-o", "--output", required=True, help="HTML file to write")
+    rp.set_defaults(func=cmd_report)
 
     d = sub.add_parser("demo", help="train a small MNIST model on the built-in sample and show what it does",
                        description="Train configs/demo.yaml on the built-in MNIST sample (no download), then "
