@@ -1,0 +1,598 @@
+"""``ldcodec report``: one self-contained HTML page from ``ldcodec evaluate`` results.
+
+Input: one or more results objects of schema ``ldcodec.results/1`` (docs/results-schema.md).
+Output: a single HTML file that opens in a browser with no server and no network: inline
+CSS, every figure a base64 PNG drawn with matplotlib on the Agg canvas (no pyplot, no
+global backend state), every reconstruction strip the PNG the evaluation stored.
+
+Per dataset (several results files of one dataset are drawn together) the page shows:
+
+- rate-distortion: PSNR against *actual* bpp, one line per (model, mode, decode) series,
+  baselines dashed; and estimated against actual bpp for ldcodec points (DESIGN.md sec. 3);
+- rate-perception: one figure per perception estimator present (FID, KID, kNN KL of
+  Wang, Kulkarni, Verdu 2009, the f-GAN lower bounds of Nowozin et al. 2016), with the
+  estimator's noise floor (real vs real, DESIGN.md sec. 4) as a band and 95% CIs as
+  error bars;
+- the distortion-perception plane (Blau & Michaeli, "The perception-distortion
+  tradeoff", CVPR 2018): MSE against FID and against kNN KL, coloured by bpp;
+- reconstruction strips of every model, its points sorted by rate, under the originals;
+- the realism/MSE ratio table: at perfect realism the MSE is at most twice the
+  MSE-optimal one at the same rate (Blau & Michaeli, "Rethinking lossy compression: the
+  rate-distortion-perception tradeoff", ICML 2019), so ratios above 2 are flagged;
+- on the Gaussian source, the Shannon bound ``R(D)`` by reverse water-filling (Cover &
+  Thomas Thm 10.3.3, :mod:`ldcodec.metrics.gaussian_source`) with the measured points at
+  ``bits_actual / d`` bits per dimension; a point below the bound is flagged in red;
+- the table of all points.
+
+Missing optional data (null ``ssim``, no ``perception``, no classifier, no PNGs, no
+``rd_bound``) leaves the corresponding figure, column or section out.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import html
+import io
+import json
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
+
+from ldcodec.errors import LdcodecError
+from ldcodec.metrics.gaussian_source import rate_distortion
+
+SCHEMA = "ldcodec.results/1"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+DPI = 100
+
+#: Perception estimators in display order, with their axis labels.
+ESTIMATORS = {
+    "fid": "FID (project classifier features)",
+    "kid": "KID (project classifier features)",
+    "knn_kl": "kNN KL estimate (nats)",
+    "f_kl": "KL lower bound, f-GAN critic (nats)",
+    "f_js": "Jensen-Shannon lower bound (nats)",
+    "f_tv": "total variation lower bound",
+    "f_chi2": "Pearson chi-squared lower bound",
+    "f_hellinger": "squared Hellinger lower bound",
+}
+#: Distortion-perception planes drawn when the estimator is present.
+PLANES = ("fid", "knn_kl")
+#: ldcodec decodes: (line style, marker); baselines are dashed.
+DECODE_STYLE = {"flow": ("-", "o"), "realism": (":", "^"), "mse": ("-.", "s")}
+BASELINE_STYLE = ("--", "x")
+DECODE_ORDER = {"flow": 0, "realism": 1, "mse": 2}
+#: What ``rate_setting`` means (docs/results-schema.md): ldcodec by mode, baselines by model name.
+MODE_KNOB = {"U": "t", "C": "λ"}
+BASELINE_KNOB = {"jpeg": "q", "webp": "q", "avif": "q", "factorized": "λ", "hyperprior": "λ"}
+BLAU_MICHAELI_BOUND = 2.0
+
+_POINT_NUMBERS = ("rate_setting", "bits_actual", "bpp_actual", "mse", "psnr")
+_POINT_OPTIONAL_NUMBERS = ("bits_estimated", "bpp_estimated", "ssim", "accuracy", "images", "seconds")
+_RATIO_NUMBERS = ("rate_setting", "bpp_actual", "mse_realism", "mse_mse", "ratio")
+_REGENERATE = "re-run `ldcodec evaluate` to write a valid results file"
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _fail(where: str, what: str) -> LdcodecError:
+    return LdcodecError(f"{where} {what}; {_REGENERATE}")
+
+
+def _check_png(value, where: str) -> None:
+    """``value`` is null or a base64 string of a PNG file."""
+    if value is None:
+        return
+    if not isinstance(value, str):
+        raise _fail(where, "is not a base64 PNG string")
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise _fail(where, "is not valid base64") from None
+    if not raw.startswith(PNG_SIGNATURE):
+        raise _fail(where, "does not decode to a PNG file")
+
+
+def _check_estimate(est, where: str) -> None:
+    if not isinstance(est, dict) or not all(_is_number(est.get(k)) for k in ("value", "ci_low", "ci_high")):
+        raise _fail(where, "is not an Estimate {value, ci_low, ci_high, n}")
+
+
+def _check_point(p, where: str) -> None:
+    if not isinstance(p, dict):
+        raise _fail(where, "is not an object")
+    for key in ("model", "kind"):
+        if not isinstance(p.get(key), str):
+            raise _fail(where, f"lacks the string '{key}'")
+    for key in _POINT_NUMBERS:
+        if not _is_number(p.get(key)):
+            raise _fail(where, f"lacks the number '{key}'")
+    for key in _POINT_OPTIONAL_NUMBERS:
+        if p.get(key) is not None and not _is_number(p[key]):
+            raise _fail(where, f"'{key}' is neither a number nor null")
+    perception = p.get("perception")
+    if perception is not None:
+        if not isinstance(perception, dict):
+            raise _fail(where, "'perception' is not an object")
+        for name, est in perception.items():
+            _check_estimate(est, f"{where}.perception.{name}")
+    _check_png(p.get("recon_png"), f"{where}.recon_png")
+
+
+def _check_rd_bound(bound, where: str) -> None:
+    if not isinstance(bound, dict):
+        raise _fail(where, "is not an object")
+    lists = {k: bound.get(k) for k in ("variances", "distortion", "rate_bits_per_dim")}
+    for key, values in lists.items():
+        if not isinstance(values, list) or not values or not all(_is_number(v) for v in values):
+            raise _fail(where, f"'{key}' is not a non-empty list of numbers")
+    if not all(v > 0 for v in lists["variances"]):
+        raise _fail(where, "'variances' are not all positive")
+    if len(lists["distortion"]) != len(lists["rate_bits_per_dim"]):
+        raise _fail(where, "'distortion' and 'rate_bits_per_dim' differ in length")
+
+
+def validate_results(obj, source: str) -> dict:
+    """Check that ``obj`` is a results object of schema ``ldcodec.results/1``; return it unchanged.
+
+    Required: ``schema``, ``dataset`` and ``points`` (each with ``model``, ``kind`` and the
+    numbers ``rate_setting``, ``bits_actual``, ``bpp_actual``, ``mse``, ``psnr``). Optional
+    fields are type-checked when present. Raises :class:`LdcodecError` naming ``source``.
+    """
+    if not isinstance(obj, dict):
+        raise _fail(source, "is not a JSON object")
+    if obj.get("schema") != SCHEMA:
+        raise LdcodecError(f"{source}: schema is {obj.get('schema')!r}, expected {SCHEMA!r}; "
+                           "pass a results file written by `ldcodec evaluate -o results.json`")
+    if not isinstance(obj.get("dataset"), str):
+        raise _fail(source, "lacks the string 'dataset'")
+    points = obj.get("points")
+    if not isinstance(points, list):
+        raise _fail(source, "lacks the list 'points'")
+    for i, p in enumerate(points):
+        _check_point(p, f"{source}: points[{i}]")
+    for name, est in (obj.get("noise_floor") or {}).items():
+        _check_estimate(est, f"{source}: noise_floor.{name}")
+    for i, row in enumerate(obj.get("realism_mse_ratio") or []):
+        if not isinstance(row, dict) or not all(_is_number(row.get(k)) for k in _RATIO_NUMBERS):
+            raise _fail(f"{source}: realism_mse_ratio[{i}]", f"needs the numbers {', '.join(_RATIO_NUMBERS)}")
+    if obj.get("rd_bound") is not None:
+        _check_rd_bound(obj["rd_bound"], f"{source}: rd_bound")
+    _check_png(obj.get("originals_png"), f"{source}: originals_png")
+    return obj
+
+
+def load_results(paths: Iterable[str | Path] | str | Path) -> list[dict]:
+    """Read and validate results JSON files; one dict per file, in the given order.
+
+    Raises :class:`LdcodecError` for no paths, a missing or unreadable file, invalid JSON,
+    or a file that is not schema ``ldcodec.results/1`` (see :func:`validate_results`).
+    """
+    paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    if not paths:
+        raise LdcodecError("no results files given; pass one or more results.json files from `ldcodec evaluate`")
+    results = []
+    for path in map(Path, paths):
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise LdcodecError(f"results file {path} not found; check the path or run `ldcodec evaluate` first") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise LdcodecError(f"cannot read results file {path}: {e}") from None
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise LdcodecError(f"{path} is not valid JSON (line {e.lineno}, column {e.colno}: {e.msg}); "
+                               f"{_REGENERATE}") from None
+        results.append(validate_results(obj, str(path)))
+    return results
+
+
+# ----------------------------------------------------------------------------- formatting
+
+
+def _esc(v) -> str:
+    return html.escape(str(v), quote=True)
+
+
+def _num(v, spec: str = ".4g") -> str:
+    """A number for a table cell; ``—`` for null."""
+    if v is None:
+        return "—"
+    return str(v) if isinstance(v, int) and not isinstance(v, bool) else format(v, spec)
+
+
+def _estimate_text(est) -> str:
+    if est is None:
+        return "—"
+    return f"{est['value']:.4g} [{est['ci_low']:.3g}, {est['ci_high']:.3g}]"
+
+
+def _rate_text(p: dict) -> str:
+    """``t=0.3``, ``λ=0.01``, ``q=75``: the rate setting with the name of the knob it sets."""
+    knob = MODE_KNOB.get(p.get("mode")) if p["kind"] == "ldcodec" else BASELINE_KNOB.get(p["model"])
+    knob = knob or "rate"
+    return f"{knob}={p['rate_setting']:g}"
+
+
+def _series_name(p: dict) -> str:
+    parts = [x for x in (p.get("mode"), p.get("decode")) if x]
+    return f"{p['model']} ({', '.join(parts)})" if parts else p["model"]
+
+
+def _table(headers: list[str], rows: list[list[str]], row_attrs: list[str] | None = None, cls: str = "") -> str:
+    """An HTML table; ``rows`` cells are already escaped HTML, ``row_attrs`` extra ``<tr>`` attributes."""
+    attrs = row_attrs or [""] * len(rows)
+    head = "".join(f"<th>{_esc(h)}</th>" for h in headers)
+    body = "".join(f"<tr{a}>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>\n" for row, a in zip(rows, attrs))
+    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>\n{body}</tbody></table>\n'
+
+
+# ----------------------------------------------------------------------------- figures
+
+
+@dataclass
+class _Series:
+    """Points of one (model, mode, decode), sorted by actual bpp, with their line style."""
+
+    label: str
+    colour: tuple
+    linestyle: str
+    marker: str
+    points: list[dict]
+
+
+def _colours(points: list[dict]) -> dict[str, tuple]:
+    """One colour per model name, in order of first appearance."""
+    models = list(dict.fromkeys(p["model"] for p in points))
+    cmap = matplotlib.colormaps["tab10" if len(models) <= 10 else "tab20"]
+    return {m: cmap(i % cmap.N) for i, m in enumerate(models)}
+
+
+def _series(points: list[dict], colours: dict[str, tuple]) -> list[_Series]:
+    groups: dict[tuple, list[dict]] = {}
+    for p in points:
+        groups.setdefault((p["model"], p.get("mode"), p.get("decode")), []).append(p)
+    out = []
+    for (model, _, decode), pts in groups.items():
+        ldcodec = pts[0]["kind"] == "ldcodec"
+        linestyle, marker = DECODE_STYLE.get(decode, ("-", "o")) if ldcodec else BASELINE_STYLE
+        out.append(_Series(_series_name(pts[0]), colours[model], linestyle, marker,
+                           sorted(pts, key=lambda p: p["bpp_actual"])))
+    return out
+
+
+def _axes(width: float = 8.0, height: float = 4.5) -> tuple[Figure, object]:
+    fig = Figure(figsize=(width, height))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.grid(alpha=0.3)
+    return fig, ax
+
+
+def _legend(ax) -> None:
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+
+
+def _figure_html(fig: Figure, kind: str, dataset: str, caption: str) -> str:
+    """``fig`` as an inline PNG ``<figure>``; ``data-figure`` names its kind (one per figure)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
+    uri = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    return (f'<figure class="plot" data-figure="{_esc(kind)}" data-dataset="{_esc(dataset)}">'
+            f'<img src="{uri}" alt="{_esc(caption)}"><figcaption>{_esc(caption)}</figcaption></figure>\n')
+
+
+def _plot_curves(ax, series: list[_Series], value: Callable[[dict], float | None],
+                 interval: Callable[[dict], tuple[float, float]] | None = None) -> None:
+    """One line per series of ``value(point)`` against actual bpp; error bars from ``interval``."""
+    for s in series:
+        pts = [p for p in s.points if value(p) is not None]
+        if not pts:
+            continue
+        y = [value(p) for p in pts]
+        yerr = None
+        if interval is not None:
+            lows, highs = zip(*(interval(p) for p in pts))
+            yerr = [[max(v - lo, 0.0) for v, lo in zip(y, lows)], [max(hi - v, 0.0) for v, hi in zip(y, highs)]]
+        ax.errorbar([p["bpp_actual"] for p in pts], y, yerr=yerr, color=s.colour, linestyle=s.linestyle,
+                    marker=s.marker, markersize=4, linewidth=1.2, capsize=2, label=s.label)
+
+
+def _psnr_figure(points: list[dict], colours: dict, dataset: str) -> str:
+    fig, ax = _axes()
+    _plot_curves(ax, _series(points, colours), lambda p: p["psnr"])
+    ax.set(xlabel="actual rate (bpp)", ylabel="PSNR (dB)", title=f"{dataset}: PSNR vs actual bpp")
+    _legend(ax)
+    return _figure_html(fig, "psnr", dataset, f"{dataset}: PSNR against actual bits per pixel; baselines dashed.")
+
+
+def _estimate_figure(points: list[dict], colours: dict, dataset: str) -> str:
+    """Estimated against actual bpp of ldcodec points; empty when no point has an estimate."""
+    pts = [p for p in points if p["kind"] == "ldcodec" and p.get("bpp_estimated") is not None]
+    if not pts:
+        return ""
+    fig, ax = _axes(6.5, 4.5)
+    groups: dict[tuple, list[dict]] = {}
+    for p in pts:
+        groups.setdefault((p["model"], p.get("mode")), []).append(p)
+    for (model, mode), g in groups.items():
+        ax.scatter([p["bpp_estimated"] for p in g], [p["bpp_actual"] for p in g], color=colours[model],
+                   marker="s" if mode == "C" else "o", s=18, label=f"{model} ({mode})" if mode else model)
+    top = max(max(p["bpp_estimated"], p["bpp_actual"]) for p in pts)
+    ax.plot([0, top], [0, top], color="0.3", linewidth=0.8, linestyle="--", label="actual = estimated")
+    ax.set(xlabel="estimated bpp (model densities)", ylabel="actual bpp (stream bytes × 8)",
+           title=f"{dataset}: estimated vs actual rate")
+    _legend(ax)
+    return _figure_html(fig, "estimate", dataset,
+                        f"{dataset}: estimated against actual bpp for ldcodec points; above the diagonal is coding overhead.")
+
+
+def _noise_floors(results: list[dict], key: str) -> list[dict]:
+    """The distinct noise-floor estimates for ``key`` across ``results``."""
+    floors = [(r.get("noise_floor") or {}).get(key) for r in results]
+    unique = {(f["value"], f["ci_low"], f["ci_high"]): f for f in floors if f is not None}
+    return list(unique.values())
+
+
+def _perception_figure(points: list[dict], results: list[dict], colours: dict, key: str, dataset: str) -> str:
+    fig, ax = _axes()
+    for i, floor in enumerate(_noise_floors(results, key)):
+        ax.axhspan(floor["ci_low"], floor["ci_high"], color="0.5", alpha=0.25, linewidth=0,
+                   label="noise floor, real vs real (95% CI)" if i == 0 else None)
+        ax.axhline(floor["value"], color="0.4", linewidth=0.8, linestyle=":")
+
+    def value(p: dict) -> float | None:
+        est = (p.get("perception") or {}).get(key)
+        return None if est is None else est["value"]
+
+    def interval(p: dict) -> tuple[float, float]:
+        est = p["perception"][key]
+        return est["ci_low"], est["ci_high"]
+
+    _plot_curves(ax, _series(points, colours), value, interval)
+    label = ESTIMATORS.get(key, key)
+    ax.set(xlabel="actual rate (bpp)", ylabel=label, title=f"{dataset}: {label} vs actual bpp")
+    _legend(ax)
+    return _figure_html(fig, f"perception-{key}", dataset,
+                        f"{dataset}: {label} against actual bpp; error bars are 95% CIs, the grey band the noise floor.")
+
+
+def _plane_figure(points: list[dict], key: str, dataset: str) -> str:
+    """MSE against one perception estimator, each point coloured by its actual bpp."""
+    pts = [p for p in points if key in (p.get("perception") or {})]
+    fig, ax = _axes(7.0, 4.5)
+    bpp = [p["bpp_actual"] for p in pts]
+    norm, cmap = Normalize(min(bpp), max(bpp)), matplotlib.colormaps["viridis"]
+    for ldcodec, marker, name in ((True, "o", "ldcodec"), (False, "X", "baselines")):
+        g = [p for p in pts if (p["kind"] == "ldcodec") == ldcodec]
+        if g:
+            ax.scatter([p["mse"] for p in g], [p["perception"][key]["value"] for p in g], c=[p["bpp_actual"] for p in g],
+                       cmap=cmap, norm=norm, marker=marker, s=28, edgecolors="0.2", linewidths=0.4, label=name)
+    if all(p["mse"] > 0 for p in pts):
+        ax.set_xscale("log")
+    fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="actual bpp")
+    label = ESTIMATORS.get(key, key)
+    ax.set(xlabel="MSE (pixels in [0, 1])", ylabel=label, title=f"{dataset}: distortion-perception plane")
+    ax.legend(fontsize=7)
+    return _figure_html(fig, f"plane-{key}", dataset, f"{dataset}: MSE against {label}, coloured by actual bpp.")
+
+
+def _rd_rows(result: dict) -> list[dict]:
+    """Each point of a Gaussian-source result against Shannon's ``R(D)`` at its MSE, in bits per dimension."""
+    variances = result["rd_bound"]["variances"]
+    rows = []
+    for p in result["points"]:
+        rate = p["bits_actual"] / len(variances)
+        bound = rate_distortion(variances, p["mse"]) if p["mse"] > 0 else math.inf
+        rows.append({"point": p, "rate": rate, "bound": bound, "gap": rate - bound, "below": rate < bound})
+    return rows
+
+
+def _rd_figure(result: dict, rows: list[dict], dataset: str) -> str:
+    bound = result["rd_bound"]
+    fig, ax = _axes(7.0, 4.5)
+    curve = sorted(zip(bound["distortion"], bound["rate_bits_per_dim"]))
+    ax.plot(*zip(*curve), color="k", linewidth=1.5, label="Shannon R(D), reverse water-filling")
+    for below, style in ((False, dict(color="tab:blue", marker="o", label="measured (real bits)")),
+                         (True, dict(color="red", marker="X", label="below R(D): bits missing from the count"))):
+        g = [r for r in rows if r["below"] == below]
+        if g:
+            ax.scatter([r["point"]["mse"] for r in g], [r["rate"] for r in g], s=30, zorder=3, **style)
+    ax.set(xlabel="distortion D (MSE per dimension)", ylabel="rate (bits per dimension)",
+           title=f"{dataset}: measured points and the Shannon bound (d = {len(bound['variances'])})")
+    _legend(ax)
+    return _figure_html(fig, "rd-bound", dataset,
+                        f"{dataset}: rate bits_actual / d against MSE; no code can lie below the black curve.")
+
+
+# ----------------------------------------------------------------------------- sections
+
+
+def _summary_html(results: list[dict]) -> str:
+    rows = []
+    for r in results:
+        clf = r.get("classifier")
+        acc = _num(clf.get("test_accuracy"), ".2%") if isinstance(clf, dict) else "no classifier"
+        shape = "×".join(str(s) for s in r.get("image_shape") or []) or "—"
+        rows.append([_esc(r["dataset"]), _esc(r.get("split") or "—"), _esc(_num(r.get("images"))), _esc(shape),
+                     _esc(len(r["points"])), _esc(r.get("machine") or "—"), _esc(r.get("created") or "—"), _esc(acc)])
+    return _table(["dataset", "split", "images", "H×W×C", "points", "machine", "created", "classifier accuracy"],
+                  rows, cls="summary")
+
+
+LEGEND_HTML = """<div class="legend">
+<p><b>bpp</b>: bits per pixel, the bits of one image divided by its H×W pixels (on the Gaussian source,
+bits per dimension). Curves use the <b>actual</b> rate: the real stream bytes × 8, header and side information
+included. The <b>estimated</b> rate is what the model's densities predict (mode U: the coded steps' KL; mode C:
+−log<sub>2</sub> P(y)); actual above estimated is coding overhead, actual below estimated points to a rate-accounting bug.</p>
+<p><b>Noise floor</b>: each perception estimator between two disjoint halves of the real images, drawn as a grey band
+(its 95% CI). A reconstruction whose divergence lies inside the band is statistically indistinguishable from real
+data for that estimator; only values above it show a loss of realism.</p>
+<p><b>Decodes</b> of ldcodec: <i>flow</i> (probability-flow ODE), <i>realism</i> (ancestral sampling) and
+<i>mse</i> (denoised mean). Modes: <i>U</i> (noisy latent sent by reverse channel coding, rate knob t) and
+<i>C</i> (quantised code with a conditional diffusion decoder, rate knob λ).</p>
+</div>
+"""
+
+
+def _recon_html(results: list[dict]) -> str:
+    """For each model with reconstructions: the originals on top, then one strip per point sorted by rate.
+
+    Empty when no point stored a ``recon_png``.
+    """
+    blocks = []
+    for r in results:
+        models: dict[str, list[dict]] = {}
+        for p in r["points"]:
+            if p.get("recon_png"):
+                models.setdefault(p["model"], []).append(p)
+        for model, pts in models.items():
+            rows = []
+            if r.get("originals_png"):
+                rows.append(f'<tr><th>originals</th><td><img class="strip" src="data:image/png;base64,'
+                            f'{r["originals_png"]}" alt="originals"></td></tr>')
+            for p in sorted(pts, key=lambda p: (p["bpp_actual"], DECODE_ORDER.get(p.get("decode"), 3))):
+                caption = " · ".join([p.get("decode") or p["kind"], _rate_text(p), f"{p['bpp_actual']:.3f} bpp",
+                                      f"{p['psnr']:.2f} dB"])
+                rows.append(f'<tr><th>{_esc(caption)}</th><td><img class="strip" src="data:image/png;base64,'
+                            f'{p["recon_png"]}" alt="{_esc(model + ": " + caption)}"></td></tr>')
+            blocks.append(f'<div class="recon"><h4>{_esc(model)}</h4><table>{"".join(rows)}</table></div>\n')
+    return "<h3>Reconstructions</h3>\n" + "".join(blocks) if blocks else ""
+
+
+def _ratio_html(results: list[dict]) -> str:
+    rows, attrs = [], []
+    for r in results:
+        for row in r.get("realism_mse_ratio") or []:
+            flagged = row["ratio"] > BLAU_MICHAELI_BOUND
+            rows.append([_esc(row.get("model", "—")), _esc(_num(row["rate_setting"])), _esc(_num(row["bpp_actual"])),
+                         _esc(_num(row["mse_realism"])), _esc(_num(row["mse_mse"])), _esc(_num(row["ratio"], ".3f")),
+                         "ratio &gt; 2" if flagged else "ok"])
+            attrs.append(' class="flag"' if flagged else "")
+    if not rows:
+        return ""
+    return ("<h3>Realism/MSE ratio</h3>\n<p>MSE of the realism decode over the MSE decode at the same rate; "
+            "Blau &amp; Michaeli (ICML 2019) bound it by 2 at perfect realism, so larger ratios are flagged.</p>\n"
+            + _table(["model", "rate setting", "bpp", "MSE realism", "MSE mse", "ratio", "check"], rows, attrs, "ratio"))
+
+
+def _rd_html(results: list[dict], dataset: str) -> str:
+    parts = []
+    for r in results:
+        if r.get("rd_bound") is None:
+            continue
+        rd = _rd_rows(r)
+        parts.append(_rd_figure(r, rd, dataset))
+        rows = [[_esc(_series_name(x["point"])), _esc(_rate_text(x["point"])), _esc(_num(x["point"]["mse"])),
+                 _esc(_num(x["rate"])), _esc(_num(x["bound"])), _esc(_num(x["gap"], "+.4f")),
+                 "below R(D)" if x["below"] else "ok"] for x in rd]
+        attrs = [' class="below-bound"' if x["below"] else "" for x in rd]
+        parts.append(_table(["series", "rate setting", "MSE", "bits/dim", "R(D) at MSE", "gap", "check"],
+                            rows, attrs, "rd"))
+    if not parts:
+        return ""
+    return "<h3>Shannon bound</h3>\n" + "".join(parts)
+
+
+def _points_table(points: list[dict], estimators: list[str]) -> str:
+    columns: list[tuple[str, Callable[[dict], str]]] = [
+        ("model", lambda p: p["model"]), ("kind", lambda p: p["kind"]),
+        ("mode", lambda p: p.get("mode") or "—"), ("decode", lambda p: p.get("decode") or "—"),
+        ("rate setting", _rate_text), ("bits actual", lambda p: _num(p["bits_actual"], ".1f")),
+        ("bits est.", lambda p: _num(p.get("bits_estimated"), ".1f")),
+        ("bpp actual", lambda p: _num(p["bpp_actual"], ".4f")),
+        ("bpp est.", lambda p: _num(p.get("bpp_estimated"), ".4f")),
+        ("MSE", lambda p: _num(p["mse"])), ("PSNR", lambda p: _num(p["psnr"], ".2f")),
+        ("SSIM", lambda p: _num(p.get("ssim"), ".4f")),
+    ]
+    columns += [(k, lambda p, k=k: _estimate_text((p.get("perception") or {}).get(k))) for k in estimators]
+    columns += [("accuracy", lambda p: _num(p.get("accuracy"), ".2%")), ("images", lambda p: _num(p.get("images"))),
+                ("seconds", lambda p: _num(p.get("seconds"), ".1f"))]
+    ordered = sorted(points, key=lambda p: (p["model"], p.get("decode") or "", p["bpp_actual"]))
+    rows = [[_esc(get(p)) for _, get in columns] for p in ordered]
+    return _table([name for name, _ in columns], rows, [' data-row="point"'] * len(rows), "points")
+
+
+def _estimators_present(points: list[dict]) -> list[str]:
+    present = {k for p in points for k in (p.get("perception") or {})}
+    return [k for k in ESTIMATORS if k in present] + sorted(present - ESTIMATORS.keys())
+
+
+def _dataset_html(index: int, dataset: str, results: list[dict]) -> str:
+    points = [p for r in results for p in r["points"]]
+    colours = _colours(points)
+    estimators = _estimators_present(points)
+    parts = [f'<section class="dataset" id="ds-{index}"><h2>{_esc(dataset)}</h2>\n']
+    if points:
+        parts += ["<h3>Rate-distortion</h3>\n", _psnr_figure(points, colours, dataset),
+                  _estimate_figure(points, colours, dataset)]
+    if estimators:
+        parts.append("<h3>Rate-perception</h3>\n")
+        parts += [_perception_figure(points, results, colours, k, dataset) for k in estimators]
+    planes = [k for k in PLANES if k in estimators]
+    if planes:
+        parts.append("<h3>Distortion-perception plane</h3>\n")
+        parts += [_plane_figure(points, k, dataset) for k in planes]
+    parts += [_recon_html(results), _ratio_html(results), _rd_html(results, dataset),
+              "<h3>All points</h3>\n", _points_table(points, estimators), "</section>\n"]
+    return "".join(parts)
+
+
+CSS = """
+body { font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 80em; color: #222; padding: 0 1em; }
+h1 { margin-bottom: 0.2em; } h2 { border-bottom: 2px solid #ccc; margin-top: 2em; }
+table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.85em; }
+th, td { border: 1px solid #ddd; padding: 0.2em 0.5em; text-align: left; vertical-align: middle; }
+thead th { background: #f2f2f2; }
+tr.flag td, tr.below-bound td { background: #fde2e2; color: #a00; font-weight: 600; }
+figure.plot { display: inline-block; margin: 0.5em 1em 0.5em 0; vertical-align: top; }
+figure.plot img { max-width: 100%; }
+figcaption { font-size: 0.8em; color: #555; max-width: 50em; }
+img.strip { height: 64px; image-rendering: pixelated; }
+.recon table th { font-weight: normal; font-size: 0.9em; white-space: nowrap; }
+.legend { background: #f8f8f8; border-left: 4px solid #9ab; padding: 0.3em 1em; font-size: 0.9em; }
+table.points { font-size: 0.75em; }
+"""
+
+
+def render_report(results: list[dict], output_path: str | Path) -> Path:
+    """Write the HTML report of ``results`` (results objects, e.g. from :func:`load_results`) to ``output_path``.
+
+    Results of the same ``dataset`` are drawn in one section, in order of first
+    appearance. Returns the path written. Raises :class:`LdcodecError` for no results
+    or an object that is not schema ``ldcodec.results/1``.
+    """
+    if not results:
+        raise LdcodecError("no results to report; pass one or more results.json files from `ldcodec evaluate`")
+    for i, r in enumerate(results):
+        validate_results(r, f"results[{i}]")
+    groups: dict[str, list[dict]] = {}
+    for r in results:
+        groups.setdefault(r["dataset"], []).append(r)
+    names = ", ".join(groups)
+    nav = " · ".join(f'<a href="#ds-{i}">{_esc(d)}</a>' for i, d in enumerate(groups))
+    page = [f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+            f"<title>ldcodec report: {_esc(names)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n"
+            f"<h1>ldcodec evaluation report</h1>\n<p>Datasets: {nav}</p>\n",
+            _summary_html(results), LEGEND_HTML]
+    page += [_dataset_html(i, d, rs) for i, (d, rs) in enumerate(groups.items())]
+    page.append("</body>\n</html>\n")
+    out = Path(output_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("".join(page), encoding="utf-8")
+    return out

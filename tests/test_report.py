@@ -1,0 +1,259 @@
+"""The HTML report: one self-contained page whose figures, strips and tables follow the results data."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import io
+import json
+import re
+from collections import Counter
+from html.parser import HTMLParser
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ldcodec.errors import LdcodecError
+from ldcodec.metrics.gaussian_source import rate_distortion, rd_curve
+from ldcodec.report import SCHEMA, load_results, render_report
+
+MNIST_U = "mnist-mlp-ddpm-uncond-gauss"
+MNIST_C = "mnist-cnn-sde-cond-delta"
+GAUSS_MODEL = "gaussian-mlp-ddpm-uncond-gauss"
+MNIST_ESTIMATORS = ("fid", "kid", "knn_kl", "f_kl", "f_js")
+VARIANCES = [1.0, 0.5, 0.25, 0.125]
+MACHINE = 'x86_64 <CPU> & "torch" 2.13'
+
+
+def _png_b64(seed: int, h: int = 4, w: int = 32) -> str:
+    """A tiny grayscale strip (8 images of 4x4 in a row) as base64 PNG."""
+    pixels = np.random.default_rng(seed).integers(0, 256, (h, w), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _estimate(value: float) -> dict:
+    return {"value": value, "ci_low": value * 0.9, "ci_high": value * 1.1, "n": 500}
+
+
+def _point(model, kind, mode, decode, rate, bits, mse, *, estimators=MNIST_ESTIMATORS, seed=0, pixels=784) -> dict:
+    est_bits = None if kind == "classical" else bits * 0.95
+    return {
+        "model": model, "kind": kind, "mode": mode, "decode": decode, "rate_setting": rate,
+        "bits_actual": bits, "bits_estimated": est_bits,
+        "bpp_actual": bits / pixels, "bpp_estimated": None if est_bits is None else est_bits / pixels,
+        "mse": mse, "psnr": float(-10 * np.log10(mse)), "ssim": 0.8,
+        "perception": {k: _estimate(10 * mse * (i + 1)) for i, k in enumerate(estimators)},
+        "accuracy": 0.95, "images": 1000, "seconds": 3.5, "recon_png": _png_b64(seed),
+    }
+
+
+def mnist_results() -> dict:
+    points, seed = [], 0
+    for model, mode, rates in ((MNIST_U, "U", (0.2, 0.4, 0.6)), (MNIST_C, "C", (0.01, 0.1))):
+        for i, rate in enumerate(rates):
+            for j, decode in enumerate(("flow", "realism", "mse")):
+                seed += 1
+                points.append(_point(model, "ldcodec", mode, decode, rate, 80.0 * (i + 1), 0.02 / (i + 1) + 0.001 * j,
+                                     seed=seed))
+    for i, quality in enumerate((10, 50, 90)):
+        points.append(_point("jpeg", "classical", None, None, quality, 300.0 * (i + 1), 0.01 / (i + 1),
+                             estimators=("fid", "knn_kl"), seed=100 + i))
+    return {
+        "schema": SCHEMA, "created": "2026-11-28T20:00:00Z", "machine": MACHINE, "dataset": "mnist",
+        "split": "test", "images": 1000, "image_shape": [28, 28, 1],
+        "classifier": {"path": "runs/classifier/mnist.safetensors", "test_accuracy": 0.996},
+        "originals_png": _png_b64(999),
+        "noise_floor": {k: _estimate(0.05) for k in
+                        ("fid", "kid", "knn_kl", "f_kl", "f_js", "f_tv", "f_chi2", "f_hellinger")},
+        "points": points,
+        "realism_mse_ratio": [
+            {"model": MNIST_U, "rate_setting": 0.2, "bpp_actual": 0.1, "mse_realism": 0.03, "mse_mse": 0.02,
+             "ratio": 1.5},
+            {"model": MNIST_U, "rate_setting": 0.4, "bpp_actual": 0.2, "mse_realism": 0.026, "mse_mse": 0.01,
+             "ratio": 2.6},
+        ],
+    }
+
+
+def gaussian_results() -> dict:
+    """A Gaussian-source run with none of the optional image fields, and one point below R(D)."""
+    d = len(VARIANCES)
+    grid = np.linspace(0.01, 0.46, 40)
+
+    def point(model, kind, decode, mse, gap_bits_per_dim):
+        bits = d * (rate_distortion(VARIANCES, mse) + gap_bits_per_dim)
+        return {"model": model, "kind": kind, "mode": "U" if kind == "ldcodec" else None, "decode": decode,
+                "rate_setting": 0.5, "bits_actual": bits, "bits_estimated": bits * 0.9 if kind == "ldcodec" else None,
+                "bpp_actual": bits / d, "bpp_estimated": bits * 0.9 / d if kind == "ldcodec" else None, "mse": mse,
+                "psnr": float(-10 * np.log10(mse)), "ssim": None, "accuracy": None, "images": 2000,
+                "seconds": 0.4, "recon_png": None}
+
+    return {
+        "schema": SCHEMA, "created": "2026-11-28T21:00:00Z", "machine": "x86_64 CPU", "dataset": "gaussian",
+        "split": "test", "images": 2000, "image_shape": [1, d, 1], "classifier": None, "originals_png": None,
+        "noise_floor": None,
+        "points": [point(GAUSS_MODEL, "ldcodec", "flow", 0.05, 0.3), point(GAUSS_MODEL, "ldcodec", "flow", 0.2, 0.2),
+                   point("diffc-exact", "learned", None, 0.1, -0.2)],
+        "realism_mse_ratio": [],
+        "rd_bound": {"variances": VARIANCES, "distortion": grid.tolist(),
+                     "rate_bits_per_dim": rd_curve(VARIANCES, grid).tolist()},
+    }
+
+
+class _TagChecker(HTMLParser):
+    """Collects ``<img src>`` values and ``<figure data-figure>`` kinds, and checks that tags nest properly."""
+
+    VOID = {"meta", "img", "br", "hr", "link", "input"}
+
+    def __init__(self):
+        super().__init__()
+        self.stack, self.images, self.figures, self.errors = [], [], [], []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "img":
+            self.images.append(a.get("src", ""))
+        if tag == "figure":
+            self.figures.append((a.get("data-dataset"), a.get("data-figure")))
+        if tag not in self.VOID:
+            self.stack.append(tag)
+
+    def handle_endtag(self, tag):
+        if not self.stack or self.stack.pop() != tag:
+            self.errors.append(tag)
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    results = [mnist_results(), gaussian_results()]
+    path = render_report(results, tmp_path_factory.mktemp("report") / "sub" / "report.html")
+    text = path.read_text(encoding="utf-8")
+    checker = _TagChecker()
+    checker.feed(text)
+    checker.close()
+    return results, path, text, checker
+
+
+def test_one_self_contained_html_document(report):
+    _, path, text, checker = report
+    assert path.is_file()
+    assert text.startswith("<!DOCTYPE html>") and text.count("<html") == 1 and text.rstrip().endswith("</html>")
+    assert checker.errors == [] and checker.stack == []
+    for external in ("http://", "https://", 'src="file', "<script", "<link"):
+        assert external not in text
+
+
+def test_every_image_is_an_inline_png(report):
+    _, _, _, checker = report
+    prefix = "data:image/png;base64,"
+    assert len(checker.images) > 0
+    for src in checker.images:
+        assert src.startswith(prefix)
+        with Image.open(io.BytesIO(base64.b64decode(src[len(prefix):], validate=True))) as im:
+            assert im.format == "PNG"
+            im.verify()
+
+
+def test_figures_follow_the_data(report):
+    _, _, _, checker = report
+    expected = Counter({("mnist", "psnr"): 1, ("mnist", "estimate"): 1, ("mnist", "plane-fid"): 1,
+                        ("mnist", "plane-knn_kl"): 1, ("gaussian", "psnr"): 1, ("gaussian", "estimate"): 1,
+                        ("gaussian", "rd-bound"): 1})
+    expected.update(("mnist", f"perception-{k}") for k in MNIST_ESTIMATORS)
+    assert Counter(checker.figures) == expected
+
+
+def test_reconstruction_strips(report):
+    results, _, text, checker = report
+    recon_points = sum(p["recon_png"] is not None for r in results for p in r["points"])
+    models_with_recon = {p["model"] for p in results[0]["points"]}
+    # originals once per model, plus one strip per stored reconstruction
+    assert text.count('class="strip"') == recon_points + len(models_with_recon)
+    # mode U rows are sorted by rate: t=0.2 precedes t=0.4 precedes t=0.6
+    block = text[text.index(f"<h4>{MNIST_U}</h4>"):text.index(f"<h4>{MNIST_C}</h4>")]
+    positions = [block.index(f"flow · t={t}") for t in (0.2, 0.4, 0.6)]
+    assert positions == sorted(positions)
+    assert "q=50" in text and "λ=0.01" in text
+    assert text.count("<h3>Reconstructions</h3>") == 1  # the Gaussian source stores no images
+
+
+def test_tables_list_every_point_and_flag(report):
+    results, _, text, _ = report
+    for model in (MNIST_U, MNIST_C, "jpeg", GAUSS_MODEL, "diffc-exact"):
+        assert model in text
+    points = [p for r in results for p in r["points"]]
+    assert text.count('data-row="point"') == len(points)
+    for p in points:
+        assert f"<td>{p['psnr']:.2f}</td>" in text
+    assert text.count('<tr class="flag">') == 1  # the realism/MSE ratio 2.6 > 2
+    assert text.count('<tr class="below-bound">') == 1  # the diffc-exact point 0.2 bits/dim below R(D)
+    assert "99.60%" in text and "no classifier" in text
+    assert "<td>rate=0.5</td>" in text  # diffc-exact: no named knob in the schema
+
+
+def test_text_is_escaped(report):
+    _, _, text, _ = report
+    assert "x86_64 &lt;CPU&gt; &amp; &quot;torch&quot; 2.13" in text
+    assert "<CPU>" not in text
+
+
+def test_minimal_points_render(tmp_path):
+    """Points with only the required keys: one PSNR figure, no perception, no strips, no estimates."""
+    required = ("model", "kind", "rate_setting", "bits_actual", "bpp_actual", "mse", "psnr")
+    res = {"schema": SCHEMA, "dataset": "cifar10",
+           "points": [{k: _point("webp", "classical", None, None, q, 1000.0 * q, 0.01 / q)[k] for k in required}
+                      for q in (1, 2)]}
+    checker = _TagChecker()
+    checker.feed(render_report([res], tmp_path / "r.html").read_text(encoding="utf-8"))
+    assert checker.figures == [("cifar10", "psnr")] and checker.errors == []
+
+
+def test_load_results_round_trip(tmp_path):
+    results = [mnist_results(), gaussian_results()]
+    paths = []
+    for r in results:
+        paths.append(tmp_path / f"{r['dataset']}.json")
+        paths[-1].write_text(json.dumps(r))
+    assert load_results(paths) == results
+    assert load_results(str(paths[1])) == results[1:]
+
+
+def _write(tmp_path, text: str):
+    path = tmp_path / "results.json"
+    path.write_text(text)
+    return path
+
+
+def _corrupt(edit) -> str:
+    r = copy.deepcopy(gaussian_results())
+    edit(r)
+    return json.dumps(r)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda t: t / "absent.json", "not found"),
+    (lambda t: _write(t, '{"schema": "ldcodec.results/1", "points": ['), "not valid JSON"),
+    (lambda t: _write(t, _corrupt(lambda r: r.update(schema="ldcodec.results/0"))), "expected 'ldcodec.results/1'"),
+    (lambda t: _write(t, "[1, 2]"), "not a JSON object"),
+    (lambda t: _write(t, _corrupt(lambda r: r["points"][1].pop("psnr"))), "points[1] lacks the number 'psnr'"),
+    (lambda t: _write(t, _corrupt(lambda r: r["points"][0].update(recon_png="not base64!"))), "not valid base64"),
+    (lambda t: _write(t, _corrupt(lambda r: r["points"][0].update(recon_png=base64.b64encode(b"GIF89a").decode()))),
+     "does not decode to a PNG"),
+    (lambda t: _write(t, _corrupt(lambda r: r["rd_bound"].update(distortion=[0.1]))), "differ in length"),
+])
+def test_bad_inputs_raise(tmp_path, make, message):
+    with pytest.raises(LdcodecError) as err:
+        load_results([make(tmp_path)])
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_render_rejects_bad_objects(tmp_path):
+    with pytest.raises(LdcodecError, match="no results"):
+        render_report([], tmp_path / "r.html")
+    with pytest.raises(LdcodecError, match=re.escape("results[0]: schema is None")):
+        render_report([{"points": []}], tmp_path / "r.html")
+    with pytest.raises(LdcodecError, match="no results files"):
+        load_results([])
