@@ -1,0 +1,64 @@
+"""Compression benchmark: time per image and actual/estimated rate of trained checkpoints.
+
+    python benchmarks/codec_speed.py RUN [RUN ...] [--data-root DIR] [--n 32] [--bpp 0.5]
+                                     [--t-values 0.5,0.3,0.2,0.1] [--device cpu]
+
+For each run: mode U at the stop time that targets ``--bpp`` (``Codec.compress(bits=...)``) and
+at each ``--t-values``; mode C at its one rate. Per point: bits per image actual (bytes x 8,
+header included) and estimated, their ratio, and compress / decompress milliseconds per image
+for each decode method. One JSON line per point.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+from ldcodec.checkpoint import load_model
+from ldcodec.codec import DECODES, Codec
+from ldcodec.data import load_split, to_tensor
+
+
+def bench(run: str, data_root, n: int, bpp: float, t_values: list[float], device: str):
+    model, cfg, _ = load_model(run, device=device)
+    h, w, _ = model.image_shape
+    x = to_tensor(load_split(cfg.data.dataset, "test", data_root, limit=n)[0])
+    codec = Codec(model, device=device)
+    settings = [{"bits": bpp * h * w}] + [{"t": t} for t in t_values] if codec.mode == "U" else [{}]
+    for kw in settings:
+        start = time.perf_counter()
+        r = codec.compress(x, **kw)
+        enc = time.perf_counter() - start
+        rec = {"run": run, "cell": cfg.name, "mode": codec.mode, "setting": kw, "t": r.rate, "images": n,
+               "bits_actual": round(float(r.actual_bits.mean()), 1),
+               "bits_estimated": round(float(r.estimated_bits.mean()), 1),
+               "bpp_actual": round(float(r.actual_bits.mean()) / (h * w), 4),
+               "actual_over_estimated": round(float(r.actual_bits.mean() / r.estimated_bits.mean()), 3),
+               "compress_ms_per_image": round(1000 * enc / n, 1)}
+        for decode in DECODES:
+            start = time.perf_counter()
+            y = codec.decompress(r.stream, decode=decode)
+            rec[f"decompress_ms_{decode}"] = round(1000 * (time.perf_counter() - start) / n, 1)
+            rec[f"mse_{decode}"] = round(float(((y - x) ** 2).mean()), 5)
+        print(json.dumps(rec), flush=True)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("runs", nargs="+")
+    p.add_argument("--data-root")
+    p.add_argument("--n", type=int, default=32)
+    p.add_argument("--bpp", type=float, default=0.5)
+    p.add_argument("--t-values", default="0.5,0.3,0.2,0.1")
+    p.add_argument("--device", default="cpu")
+    a = p.parse_args()
+    with torch.no_grad():
+        for run in a.runs:
+            bench(run, a.data_root, a.n, a.bpp, [float(t) for t in a.t_values.split(",")], a.device)
+
+
+if __name__ == "__main__":
+    main()
