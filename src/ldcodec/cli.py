@@ -92,6 +92,9 @@ def _write_atomic(path: Path, write) -> None:
     try:
         write(tmp)
         tmp.replace(path)
+    except OSError as e:
+        raise LdcodecError(f"{path}: cannot write the output ({e.strerror or e}); check that its folder "
+                           "exists and is writable") from None
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -117,6 +120,7 @@ def cmd_compress(a: argparse.Namespace) -> None:
 
 
 def cmd_decompress(a: argparse.Namespace) -> None:
+    import shutil
     import time
 
     import numpy as np
@@ -133,6 +137,8 @@ def cmd_decompress(a: argparse.Namespace) -> None:
     start = time.perf_counter()
     images = to_uint8(Codec(model, device=a.device).decompress(stream, decode=a.decode, max_steps=a.max_steps))
     seconds = time.perf_counter() - start
+    if len(images) == 0:
+        raise LdcodecError(f"{a.stream} holds no images: nothing to write")
     out = Path(a.output)
     if out.suffix == ".npz":
         _write_atomic(out, lambda tmp: np.savez_compressed(tmp, images=images))
@@ -144,12 +150,18 @@ def cmd_decompress(a: argparse.Namespace) -> None:
         if out.exists() and (not out.is_dir() or any(out.iterdir())):
             raise LdcodecError(f"{out} exists and is not an empty folder; choose a new output folder")
         tmp = out.with_name(f".tmp-{out.name}")
-        tmp.mkdir(parents=True, exist_ok=True)
-        for i, im in enumerate(images):
-            save_png(im, tmp / f"{i:06d}.png")
-        if out.exists():
-            out.rmdir()
-        tmp.replace(out)
+        shutil.rmtree(tmp, ignore_errors=True)  # a stale folder of an interrupted run
+        try:
+            tmp.mkdir(parents=True)
+            for i, im in enumerate(images):
+                save_png(im, tmp / f"{i:06d}.png")
+            if out.exists():
+                out.rmdir()
+            tmp.replace(out)
+        except OSError as e:
+            raise LdcodecError(f"{out}: cannot write the output folder ({e.strerror or e})") from None
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     h, w, _ = model.image_shape
     print(f"wrote {out}: {len(images)} image(s); {8 * len(stream) / len(images):.1f} bits per image "
           f"({8 * len(stream) / len(images) / (h * w):.4f} bpp) actual; "

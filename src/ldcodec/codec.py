@@ -33,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -92,6 +93,17 @@ def _round_grid(x: torch.Tensor) -> np.ndarray:
     return (torch.round(x.double().cpu() * MEAN_GRID) / MEAN_GRID).numpy()
 
 
+@contextmanager
+def _damaged_payload(mode: str):
+    """Report the entropy decoder's complaints about a payload as a one-line ``LdcodecError``."""
+    try:
+        yield
+    except LdcodecError:
+        raise
+    except Exception as e:  # constriction reports damaged data as ValueError/AssertionError
+        raise LdcodecError(f"damaged mode {mode} payload ({e.__class__.__name__}); the stream is corrupt") from None
+
+
 def _prior_noise(prior, shape: tuple[int, ...], seeds: list[int], device) -> torch.Tensor:
     """``z_1`` for each image from its own stream-keyed CPU generator."""
     return torch.cat([prior.process.prior_sample((1, *shape), generator=_generator(s)) for s in seeds]).to(device)
@@ -136,6 +148,8 @@ class Codec:
         if x.dim() != 4 or tuple(x.shape[1:]) != (c, h, w):
             raise LdcodecError(f"images of shape {tuple(x.shape[1:])} do not fit this model, which codes "
                                f"{c}x{h}x{w} ({self.cfg.data.dataset})")
+        if len(x) == 0:
+            raise LdcodecError("no images to compress: the input holds 0 images")
         start = time.perf_counter()
         if self.mode == "U":
             k = self.cfg.codec.coding_steps
@@ -153,8 +167,11 @@ class Codec:
                            for p in payloads])
         return Result(stream, est, actual, time.perf_counter() - start, header.rate)
 
+    @torch.no_grad()
     def decompress(self, stream: bytes, decode: str | None = None, max_steps: int | None = None) -> torch.Tensor:
         """Stream -> images ``(N, C, H, W)`` in [0, 1]. ``max_steps`` decodes only a prefix (mode U)."""
+        if max_steps is not None and max_steps < 0:
+            raise LdcodecError(f"--max-steps {max_steps} must be >= 0 (0 decodes z_1 alone)")
         header, payloads = bitstream.read_stream(stream)
         bitstream.check_model(header, self.hash)
         h, w, c = self.model.image_shape
@@ -164,7 +181,7 @@ class Codec:
         method = decode or header.decode_method
         if method not in DECODES:
             raise LdcodecError(f"unknown decode method {method!r}; choose one of: {', '.join(DECODES)}")
-        if self.mode == "U" and not (0.0 < header.rate < 1.0 and header.steps >= 1):
+        if self.mode == "U" and not (0.0 < header.rate < 1.0 and header.steps == self.cfg.codec.coding_steps):
             raise LdcodecError(f"stream header has rate t = {header.rate}, steps = {header.steps}: it is damaged")
         out = []
         for i in range(0, len(payloads), self.batch_size):
@@ -187,9 +204,10 @@ class Codec:
     def _check_t(t: float | None) -> float:
         if t is None:
             raise LdcodecError("mode U needs a rate: give --t T (stop time in (0, 1)) or --bits B (per image)")
-        if not 0.0 < t < 1.0:
-            raise LdcodecError(f"--t {t} is outside (0, 1); smaller t costs more bits")
-        return float(np.float32(t))  # the header holds float32: both sides build the grid from it
+        stored = float(np.float32(t))  # the header holds float32: both sides build the grid from it
+        if not 0.0 < stored < 1.0:
+            raise LdcodecError(f"--t {t} is outside (0, 1) once stored as float32; smaller t costs more bits")
+        return stored
 
     @torch.no_grad()
     def _choose_t(self, x: torch.Tensor, bits: float, k: int) -> float:
@@ -198,8 +216,8 @@ class Codec:
         The cost of a candidate ``t`` is predicted without coding: the chain's KLs along a sample of
         ``q`` through :func:`rcc.expected_bits`, plus the record and header bytes.
         """
-        if bits <= 0:
-            raise LdcodecError(f"--bits {bits} must be positive")
+        if not (math.isfinite(bits) and bits > 0):
+            raise LdcodecError(f"--bits {bits} must be a positive number of bits per image")
         process = self.model.prior.process
         xb = x[:64].to(self.device)
         z0 = torch.from_numpy(_round_grid(self.model.ae.encode(xb).mean))
@@ -263,18 +281,14 @@ class Codec:
         return payloads, np.array(est)
 
     def _read_u(self, payload: bytes, steps: int) -> list[rcc.StepCode]:
-        try:
+        with _damaged_payload("U"):
             dec = entropy.decoder_from_bytes(payload)
             return [rcc.StepCode.read(dec, self.dim) for _ in range(steps)]
-        except LdcodecError:
-            raise
-        except Exception as e:  # constriction reports damaged data as ValueError/AssertionError
-            raise LdcodecError(f"damaged mode U payload ({e.__class__.__name__}); the stream is corrupt") from None
 
     @torch.no_grad()
     def _decompress_u(self, payloads: list[bytes], seeds: list[int], times: torch.Tensor, method: str,
                       max_steps: int | None):
-        n = len(times) - 1 if max_steps is None else max(0, min(max_steps, len(times) - 1))
+        n = len(times) - 1 if max_steps is None else min(max_steps, len(times) - 1)
         codes = [self._read_u(p, n) for p in payloads]
         z = _prior_noise(self.model.prior, self.shape, seeds, self.device)
         for j in range(1, n + 1):
@@ -300,7 +314,8 @@ class Codec:
     def _decompress_c(self, payloads: list[bytes], seeds: list[int], method: str):
         prior = self.model.prior
         probe = self.model.code(torch.zeros(1, *self.shape, device=self.device))
-        y = self.model.code_density.decompress(payloads, tuple(probe.shape[1:])).to(self.device)
+        with _damaged_payload("C"):
+            y = self.model.code_density.decompress(payloads, tuple(probe.shape[1:])).to(self.device)
         z1 = _prior_noise(prior, self.shape, seeds, self.device)
         if method == "mse":
             z1 = torch.zeros_like(z1)
