@@ -43,3 +43,12 @@ def test_train_and_reconstruct_end_to_end(tmp_path, monkeypatch):
     from PIL import Image
 
     assert Image.open(tmp_path / "rec.png").size == (2 + 4 * 30, 2 + 2 * 30)
+
+
+def test_evaluate_writes_results_and_report_in_one_command(tmp_path):
+    out = tmp_path / "g.json"
+    assert main(["evaluate", "--dataset", "gaussian", "--gaussian-dim", "8", "--limit", "16", "--t-values", "0.3",
+                 "--decodes", "mse", "-o", str(out), "--report", str(tmp_path / "g.html")]) == 0
+    assert out.is_file() and out.with_suffix(".csv").is_file()
+    assert "diffc-exact" in (tmp_path / "g.html").read_text()
+    assert main(["evaluate", "--dataset", "gaussian", "-o", str(out), "--baseline", "png"]) == 2

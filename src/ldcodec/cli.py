@@ -191,6 +191,10 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
     json_path, csv_path = write_results(results, a.output)
     print(f"wrote {json_path} and {csv_path}: {len(results['points'])} operating points on {results['images']} "
           f"{results['dataset']} {a.split} images")
+    if a.report:
+        from .report import render_report
+
+        print(f"wrote {render_report([results], a.report)}")
     for p in results["points"]:
         print(f"  {p['model']:<34} {p['decode'] or '':<8} rate={p['rate_setting']:<8.4g} "
               f"bpp={p['bpp_actual']:.4f} psnr={p['psnr']:.2f}")
@@ -311,6 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--limit", type=int, default=1000, help="images to evaluate (default 1000)")
     e.add_argument("-o", "--output", required=True, help="results JSON path (a .csv is written beside it)")
     e.add_argument("--baseline", help="comma-separated: jpeg,webp,avif,factorized,hyperprior")
+    e.add_argument("--report", metavar="HTML", help="also write the HTML report of these results")
     e.add_argument("--t-values", default="0.7,0.5,0.35,0.25,0.15", help="mode U stop times to sweep")
     e.add_argument("--decodes", default="flow,realism,mse", help="decode methods to evaluate")
     e.add_argument("--perception", default="fid,kid,knn_kl,f_kl,f_js,f_tv,f_chi2,f_hellinger",

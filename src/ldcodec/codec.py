@@ -118,10 +118,10 @@ def decode_latent(prior, z_t: torch.Tensor, t: torch.Tensor, method: str, cond: 
     if method == "mse":
         return denoise(prior, z_t, t, cond)
     steps = max(1, math.ceil(DECODE_STEPS * float(t.max())))
-    noise_seed = _seed(b"decode", seeds[0]) if seeds else 0  # realism noise: keyed by the batch's first image
     opts = {"eta": 0.0} if method == "flow" else {}
     return sample(prior, z_t, t, method="ddim" if method == "flow" else "ancestral", steps=steps, cond=cond,
-                  generator=_generator(noise_seed) if method == "realism" else None, **opts)
+                  generator=[_generator(_seed(b"decode", s)) for s in seeds] if method == "realism" else None,
+                  **opts)
 
 
 class Codec:

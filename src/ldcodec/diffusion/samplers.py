@@ -27,7 +27,7 @@ DDPM chain, fewer steps a DDIM-style subset). Symbols: ``z`` = z_t, ``eps`` = ep
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -55,9 +55,16 @@ def _eps_fn(prior: DiffusionPrior, cond: Tensor | None, guidance: float) -> EpsF
     return lambda z, t: prior.eps_guided(z, t, cond, guidance)
 
 
-def _noise(z: Tensor, generator: torch.Generator | None) -> Tensor:
+def _noise(z: Tensor, generator: torch.Generator | Sequence[torch.Generator] | None) -> Tensor:
     """Standard normal noise like ``z``, drawn on the generator's device (a CPU generator gives the
-    same noise whatever device ``z`` is on: decoders stay reproducible across devices)."""
+    same noise whatever device ``z`` is on: decoders stay reproducible across devices).
+
+    A sequence of ``B`` generators draws each sample's noise from its own generator, so a sample's
+    noise does not depend on which other samples share its batch.
+    """
+    if isinstance(generator, Sequence):
+        rows = [torch.randn(z.shape[1:], generator=g, device=g.device, dtype=z.dtype) for g in generator]
+        return torch.stack(rows).to(z.device)
     device = generator.device if generator is not None else z.device
     return torch.randn(z.shape, generator=generator, device=device, dtype=z.dtype).to(z.device)
 
