@@ -18,7 +18,7 @@ the steps of one image share one range-coded payload and decode in order, so dec
 **Mode C** (conditional diffusion decoder; CDC, Yang & Mandt 2023, in latent space). The code
 ``y = round(g(mu))`` is entropy-coded with the learned factorised density's integer tables;
 the decoder samples ``z0 ~ p_theta(z0 | y)`` from ``z_1`` (shared seed) with the chosen method
-(``mse``: one denoising step at ``t = 1`` from ``z_1 = 0``, an estimate of ``E[z0 | y]``).
+(``mse``: the mean of ``MSE_SAMPLES`` decoded samples, a Monte-Carlo estimate of ``E[x | y]``).
 
 Determinism: every random draw the decoder makes comes from generators keyed by the stream
 (numpy Philox in the RCC, seeded CPU torch generators here), never from a device RNG; the coded
@@ -44,6 +44,7 @@ from .errors import LdcodecError
 
 DECODES = ("flow", "realism", "mse")
 DECODE_STEPS = 50  # sampler steps from t = 1 (fewer from a later start)
+MSE_SAMPLES = 8  # mode C "mse" decode: decoded samples averaged
 MEAN_GRID = 2.0 ** 16
 
 
@@ -189,10 +190,10 @@ class Codec:
             seeds = [_seed(self.hash, i + j) for j in range(len(chunk))]
             if self.mode == "U":
                 times = self._times(header.rate, header.steps)
-                z0 = self._decompress_u(chunk, seeds, times, method, max_steps)
+                images = self.model.ae.decode(self._decompress_u(chunk, seeds, times, method, max_steps))
             else:
-                z0 = self._decompress_c(chunk, seeds, method)
-            out.append(self.model.ae.decode(z0).cpu())
+                images = self._decompress_c(chunk, seeds, method)
+            out.append(images.cpu())
         return torch.cat(out) if out else torch.zeros(0, c, h, w)
 
     # -- mode U -------------------------------------------------------------------------------
@@ -311,14 +312,20 @@ class Codec:
         return payloads, np.array(est)
 
     @torch.no_grad()
-    def _decompress_c(self, payloads: list[bytes], seeds: list[int], method: str):
+    def _decompress_c(self, payloads: list[bytes], seeds: list[int], method: str) -> torch.Tensor:
+        """Mode C payloads -> images ``(B, C, H, W)``: sampled from ``p(z0 | y)``, or for ``mse`` the
+        mean of ``MSE_SAMPLES`` decoded samples, a Monte-Carlo estimate of ``E[x | y]``."""
         prior = self.model.prior
         probe = self.model.code(torch.zeros(1, *self.shape, device=self.device))
         with _damaged_payload("C"):
             y = self.model.code_density.decompress(payloads, tuple(probe.shape[1:])).to(self.device)
-        z1 = _prior_noise(prior, self.shape, seeds, self.device)
-        if method == "mse":
-            z1 = torch.zeros_like(z1)
         t = torch.ones(len(payloads), device=self.device)
-        return decode_latent(prior, z1, t, method, y, seeds)
+        draws = [seeds] if method != "mse" else [[_seed(s.to_bytes(8, "little"), k) for s in seeds]
+                                                   for k in range(MSE_SAMPLES)]
+        images = 0.0
+        for keys in draws:
+            z1 = _prior_noise(prior, self.shape, keys, self.device)
+            z0 = decode_latent(prior, z1, t, "realism" if method == "mse" else method, y, keys)
+            images = images + self.model.ae.decode(z0)
+        return images / len(draws)
 
