@@ -405,6 +405,7 @@ def test_mode_c_refuses_a_rate_setting(codecs, images):
 @pytest.mark.parametrize("kw, match", [
     ({}, "--t T"), ({"t": 0.0}, "outside"), ({"t": 1.0}, "outside"), ({"t": 1.5}, "outside"),
     ({"t": float("nan")}, "outside"), ({"t": 0.99999999}, "float32"), ({"t": 1e-50}, "float32"),
+    ({"t": 1e-7}, "smallest time"),
     ({"bits": 0.0}, "positive"), ({"bits": -5.0}, "positive"), ({"bits": float("nan")}, "positive"),
     ({"bits": float("inf")}, "positive"), ({"t": 0.5, "decode": "sharp"}, "decode method"),
 ])

@@ -1,5 +1,7 @@
 """Every grid cell builds, trains with its own prior and lowers its loss on real images."""
 
+import math
+
 import pytest
 import torch
 
@@ -36,3 +38,6 @@ def test_cell_trains_and_loss_decreases(path):
     for k in ("rec", "entropy", "ce", "rate_bits", "neg_elbo", "bpd"):
         assert terms[k].shape == (16,) and torch.isfinite(terms[k]).all()
     assert (terms["rate_bits"] > 0).all() == cfg.cond.enabled
+    nats = terms["rec"] - terms["entropy"] + terms["ce"] + terms["rate_bits"] * math.log(2)
+    torch.testing.assert_close(terms["neg_elbo"], nats)
+    torch.testing.assert_close(terms["bpd"], nats / (model.num_dims * math.log(2)) + math.log2(255))

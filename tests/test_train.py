@@ -52,8 +52,14 @@ def crash_after_first_checkpoint(monkeypatch):
     return lambda: monkeypatch.setattr(train_module, "save_checkpoint", real)
 
 
-def test_resume_equals_uninterrupted_run(tmp_path, monkeypatch):
-    cfg = tiny_config(NORMAL, "model.prior=normal", "train.steps=6", "train.ckpt_every=3")
+@pytest.mark.parametrize("cell, extra", [
+    (NORMAL, ("model.prior=normal",)),
+    ("configs/grid/mnist-mlp-sde-cond-gauss.yaml", ()),  # diffusion times, code noise, coding tables
+    ("configs/grid/mnist-mlp-ddpm-uncond-delta.yaml", ("train.two_stage=true", "train.stage1_steps=2",
+                                                      "diffusion.weighting=unweighted")),
+])
+def test_resume_equals_uninterrupted_run(tmp_path, monkeypatch, cell, extra):
+    cfg = tiny_config(cell, "train.steps=6", "train.ckpt_every=3", *extra)
     train(cfg, tmp_path / "a", progress=False)
     restore = crash_after_first_checkpoint(monkeypatch)
     with pytest.raises(Crash):
@@ -64,6 +70,8 @@ def test_resume_equals_uninterrupted_run(tmp_path, monkeypatch):
     a = load_file(find_checkpoint(tmp_path / "a") / "ema.safetensors")
     b = load_file(find_checkpoint(tmp_path / "b") / "ema.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    steps = [json.loads(line)["step"] for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 7))  # the crashed run's lines are not logged twice
 
 
 def test_refuses_to_overwrite_and_checks_resume_config(tmp_path):
@@ -95,3 +103,20 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path, monkeypatch):
     assert (tmp_path / "latest").read_text().strip() == "ckpt-00000004"
     assert not list(tmp_path.glob(".tmp*"))
     load_model(tmp_path)  # the kept checkpoint still loads
+
+
+def test_unweighted_loss_needs_two_stage_training():
+    with pytest.raises(LdcodecError, match="two_stage"):
+        tiny_config(NORMAL, "diffusion.weighting=unweighted")
+
+
+def test_damaged_checkpoint_gives_a_clear_error(tmp_path):
+    cfg = tiny_config(NORMAL, "model.prior=normal", "train.steps=2")
+    train(cfg, tmp_path, progress=False)
+    (find_checkpoint(tmp_path) / "state.pt").write_bytes(b"garbage")
+    cfg.train.steps = 4
+    with pytest.raises(LdcodecError, match="state.pt is damaged"):
+        train(cfg, tmp_path, resume=True, progress=False)
+    (find_checkpoint(tmp_path) / "ema.safetensors").write_bytes(b"garbage")
+    with pytest.raises(LdcodecError, match="cannot read weights"):
+        load_model(tmp_path)

@@ -77,10 +77,7 @@ def load_config_of(ckpt: Path) -> Config:
 
 def load_weights(model: torch.nn.Module, file: Path) -> None:
     """Load safetensors weights, with a clear error when they do not fit the model."""
-    try:
-        weights = load_file(file)
-    except (SafetensorError, OSError) as e:
-        raise LdcodecError(f"{file}: cannot read weights ({e}); the checkpoint is damaged, use an earlier one") from None
+    weights = read_tensors(file)
     missing, unexpected = set(model.state_dict()) - set(weights), set(weights) - set(model.state_dict())
     if missing or unexpected:
         raise LdcodecError(f"{file} does not fit the model of its config.yaml (missing {sorted(missing)[:3]}, "
@@ -91,10 +88,30 @@ def load_weights(model: torch.nn.Module, file: Path) -> None:
         raise LdcodecError(f"{file}: weights do not fit the model ({str(e).splitlines()[-1].strip()})") from None
 
 
+def check_device(device: str) -> str:
+    """``device`` if torch can use it here, else a clear error."""
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise LdcodecError(f"--device {device!r} is not a device; use cpu or cuda") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise LdcodecError(f"--device {device} asked for, but no CUDA GPU is available; use --device cpu")
+    return device
+
+
+def read_tensors(file: Path) -> dict[str, torch.Tensor]:
+    """A safetensors file, with a clear error when it is missing or damaged."""
+    try:
+        return load_file(file)
+    except (SafetensorError, OSError) as e:
+        raise LdcodecError(f"{file}: cannot read weights ({e}); the checkpoint is damaged, use an earlier one") from None
+
+
 def load_model(path: str | os.PathLike, ema: bool = True, device: str = "cpu"):
     """Rebuild the model of a checkpoint from its config and load its (EMA) weights, in eval mode."""
     from .model import LatentCodec
 
+    check_device(device)
     ckpt = find_checkpoint(path)
     cfg = load_config_of(ckpt)
     model = LatentCodec(cfg)

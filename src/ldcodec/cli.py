@@ -178,11 +178,14 @@ def _csv(text: str, cast=str) -> tuple:
 def cmd_evaluate(a: argparse.Namespace) -> None:
     from .evaluate import BASELINES, PERCEPTION, Settings, evaluate, parse_qualities, write_results
 
+    from .codec import DECODES
+
     baselines = _csv(a.baseline) if a.baseline else ()
-    bad = [b for b in baselines if b not in BASELINES] + [p for p in _csv(a.perception) if p not in PERCEPTION]
+    bad = ([b for b in baselines if b not in BASELINES] + [p for p in _csv(a.perception) if p not in PERCEPTION]
+           + [d for d in _csv(a.decodes) if d not in DECODES])
     if bad:
-        raise LdcodecError(f"unknown baseline or estimator {', '.join(bad)}; baselines: {', '.join(BASELINES)}; "
-                           f"estimators: {', '.join(PERCEPTION)}")
+        raise LdcodecError(f"unknown baseline, estimator or decode {', '.join(bad)}; baselines: "
+                           f"{', '.join(BASELINES)}; estimators: {', '.join(PERCEPTION)}; decodes: {', '.join(DECODES)}")
     settings = Settings(t_values=_csv(a.t_values, float), decodes=_csv(a.decodes), perception=_csv(a.perception),
                         critic_steps=a.critic_steps, baselines=baselines, qualities=parse_qualities(a.qualities),
                         learned_lambdas=_csv(a.learned_lambdas, float), learned_steps=a.learned_steps, seed=a.seed)

@@ -201,13 +201,14 @@ class Codec:
     def _times(self, t: float, k: int) -> torch.Tensor:
         return coding_times(self.model.prior.process, k, t)
 
-    @staticmethod
-    def _check_t(t: float | None) -> float:
+    def _check_t(self, t: float | None) -> float:
         if t is None:
             raise LdcodecError("mode U needs a rate: give --t T (stop time in (0, 1)) or --bits B (per image)")
         stored = float(np.float32(t))  # the header holds float32: both sides build the grid from it
-        if not 0.0 < stored < 1.0:
-            raise LdcodecError(f"--t {t} is outside (0, 1) once stored as float32; smaller t costs more bits")
+        t_min = self.model.prior.process.t_min
+        if not t_min <= stored < 1.0:
+            raise LdcodecError(f"--t {t} is outside [{t_min:g}, 1) once stored as float32 (this model's "
+                               f"smallest time is {t_min:g}); smaller t costs more bits")
         return stored
 
     @torch.no_grad()
@@ -223,7 +224,7 @@ class Codec:
         xb = x[:64].to(self.device)
         z0 = torch.from_numpy(_round_grid(self.model.ae.encode(xb).mean))
         seeds = [_seed(self.hash, j) for j in range(len(xb))]
-        fixed = 8.0 * (3 + 2 + bitstream.HEADER_BYTES / len(x))  # record, coder flush, header share
+        fixed = 8.0 * (bitstream.record_bytes(64) + 2 + bitstream.HEADER_BYTES / len(x))  # record, flush, header
 
         def cost(t: float) -> float:
             times = self._times(t, k)
@@ -308,7 +309,7 @@ class Codec:
         for i in range(0, len(x), self.batch_size):
             y = torch.round(self.model.code(self.model.ae.encode(x[i:i + self.batch_size].to(self.device)).mean)).cpu()
             payloads += density.compress(y)
-            est += (-torch.log2(density.likelihood(y).clamp_min(1e-12)).flatten(1).sum(1)).tolist()
+            est += density.bits(y).tolist()
         return payloads, np.array(est)
 
     @torch.no_grad()

@@ -60,7 +60,8 @@ class DiffusionConfig:
     sde: str = _choice("vp", "vp", "subvp", "ve")  # used when family = sde
     num_steps: int = 1000  # DDPM: discrete steps N
     schedule: str = _choice("linear", "linear", "cosine")  # DDPM beta schedule
-    weighting: str = _choice("likelihood", "likelihood", "unweighted")
+    weighting: str = _choice("likelihood", "likelihood", "unweighted")  # unweighted needs train.two_stage
+    importance: str = _choice("log_snr", "log_snr", "normal", "uniform")  # sampling of t for the bound
     mixed: bool = True  # mixed score: N(0,I)^(1-a) p_theta^a
     hidden: int = 512  # MLP denoiser width
     depth: int = 3  # MLP denoiser depth
@@ -215,6 +216,16 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     return merged
 
 
+def check_consistency(cfg: Config, source: str) -> Config:
+    """Cross-key rules that single values cannot express."""
+    if cfg.diffusion.weighting == "unweighted" and not cfg.train.two_stage:
+        raise LdcodecError(f"{source}: diffusion.weighting=unweighted is not an ELBO for the encoder; use it with "
+                           f"train.two_stage=true (the prior then trains on frozen latents) or keep likelihood")
+    if cfg.cond.enabled and cfg.model.prior != "diffusion":
+        raise LdcodecError(f"{source}: cond.enabled=true (mode C) needs model.prior=diffusion")
+    return cfg
+
+
 def parse_override(text: str) -> tuple[str, str, str]:
     """``"train.lr=3e-4"`` -> ``("train", "lr", "3e-4")``."""
     if "=" not in text or "." not in text.split("=", 1)[0]:
@@ -232,7 +243,7 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
         if section not in SECTIONS:
             raise LdcodecError(f"--set {text}: unknown section {section!r}; valid sections: {', '.join(SECTIONS)}")
         _assign(cfg, section, key, value, "--set")
-    return cfg
+    return check_consistency(cfg, str(path) if path else "config")
 
 
 def save_config(cfg: Config, path: Path) -> None:

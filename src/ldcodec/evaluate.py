@@ -310,7 +310,10 @@ def _classifier(dataset: str, path: str | None, device: str):
 def write_results(results: dict, out: str | Path) -> tuple[Path, Path]:
     """Write ``results.json`` and the CSV copy of its points beside it (atomically)."""
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise LdcodecError(f"cannot write results to {out} ({e.strerror})") from None
     tmp = out.with_name(f".tmp-{out.name}")
     tmp.write_text(json.dumps(results, indent=1))
     tmp.replace(out)

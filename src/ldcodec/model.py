@@ -12,6 +12,10 @@ Objective (negative ELBO, nats per image; Vahdat, Kreis & Kautz 2021, Eq. 2-3):
   log-density is 0, ``-ELBO = rec - H + CE(z0 | y~) + R(y~)``, a two-level bound; the loss weighs
   the code's rate by ``cond.lam`` to move along the rate axis.
 
+``bpd`` is ``-ELBO / (D ln 2) + log2(255)``: the continuous density's bound expressed per 8-bit
+pixel bin. It bounds the discrete bits/dim only for dequantised data (no dequantisation noise is
+added here), so use it to compare models, not as a lossless code length.
+
 A delta encoder has no entropy term and no valid ELBO; its ``bound`` is the code length of the
 latent point under the prior density, reported for comparison only.
 """
@@ -30,6 +34,7 @@ from .nets.mlp import mlp
 from .tensors import sum_except_batch
 
 LN2 = math.log(2.0)
+LOG2_255 = math.log2(255.0)  # pixels k/255: a density on [0, 1] times bins of width 1/255
 
 
 class CodeEncoder(nn.Module):
@@ -117,8 +122,8 @@ class LatentCodec(nn.Module):
         drop = None
         if cond is not None and self.training and self.cfg.cond.drop > 0:
             drop = torch.rand(z0.shape[0], generator=generator, device=z0.device) < self.cfg.cond.drop
-        return cross_entropy(self.prior, z0, cond=cond, drop=drop,
-                             weighting=self.cfg.diffusion.weighting, generator=generator)
+        return cross_entropy(self.prior, z0, cond=cond, drop=drop, weighting=self.cfg.diffusion.weighting,
+                             generator=generator, importance=self.cfg.diffusion.importance)
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None,
                 train_autoencoder: bool = True, train_prior: bool = True) -> dict[str, torch.Tensor]:
@@ -133,22 +138,20 @@ class LatentCodec(nn.Module):
             x_mean = self.ae.decode(z0)
             rec = self.ae.recon_nll(x, x_mean)
             ent = post.entropy()
-        if not train_autoencoder:
-            z0, post.mean = z0.detach(), post.mean.detach()
         out = {"rec": rec, "entropy": ent, "mse": sum_except_batch((x - x_mean) ** 2) / self.num_dims}
         cond, rate = None, torch.zeros_like(rec)
-        if self.cfg.cond.enabled:
+        if self.cfg.cond.enabled and train_prior:  # the N(0, I) stage-1 prior ignores the code
             y = self.code(post.mean)
             if self.training:  # uniform noise stands in for rounding (Balle et al. 2017, Sec. 3.1)
                 y = y + torch.rand(y.shape, generator=generator, device=y.device) - 0.5
             else:
                 y = torch.round(y)
-            rate = -torch.log(self.code_density.likelihood(y).clamp_min(1e-9)).flatten(1).sum(1)
+            rate = self.code_density.bits(y) * LN2
             cond = y
         ce = self.cross_entropy(z0, post.mean, post.logvar, cond, generator, normal=not train_prior)
         neg_elbo = rec - ent + ce["bound"] + rate
         out.update(ce=ce["bound"], rate_bits=rate / LN2, neg_elbo=neg_elbo,
-                   bpd=neg_elbo / (self.num_dims * LN2) + 8.0)
+                   bpd=neg_elbo / (self.num_dims * LN2) + LOG2_255)
         if not train_autoencoder:
             loss = ce["loss"] + self.cfg.cond.lam * rate
         else:

@@ -11,13 +11,14 @@ from __future__ import annotations
 import copy
 import json
 import math
+import pickle
 import time
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-from .checkpoint import find_checkpoint, load_config_of, load_weights, save_checkpoint
+from .checkpoint import check_device, find_checkpoint, load_config_of, load_weights, read_tensors, save_checkpoint
 from .config import Config, save_config
 from .data import Batches, load_split
 from .errors import LdcodecError
@@ -56,6 +57,14 @@ def ema_state(model: LatentCodec, ema: dict[str, torch.Tensor]) -> dict[str, tor
     return averaged.state_dict()
 
 
+def _keep_log_lines(path: Path, start: int) -> None:
+    """Drop logged steps after ``start`` (a resumed run logs them again; a fresh run starts empty)."""
+    if not path.exists():
+        return
+    keep = [line for line in path.read_text().splitlines() if start and json.loads(line).get("step", 0) <= start]
+    path.write_text("".join(line + "\n" for line in keep))
+
+
 def _check_same_run(cfg: Config, run_cfg: Config, out: Path) -> None:
     a, b = cfg.to_dict(), run_cfg.to_dict()
     a["train"].pop("steps"), b["train"].pop("steps")
@@ -70,8 +79,7 @@ def train(cfg: Config, out: str | Path, resume: bool = False, device: str = "cpu
           progress: bool = True) -> dict[str, float]:
     """Train one grid cell into run folder ``out``; returns the last logged metrics."""
     out = Path(out)
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise LdcodecError("--device cuda asked for, but no CUDA GPU is available; use --device cpu")
+    check_device(device)
     images, _ = load_split(cfg.data.dataset, "train", cfg.data.root or None)
     torch.manual_seed(cfg.train.seed)
     model = LatentCodec(cfg).to(device)
@@ -83,13 +91,17 @@ def train(cfg: Config, out: str | Path, resume: bool = False, device: str = "cpu
         ckpt = find_checkpoint(out)
         _check_same_run(cfg, load_config_of(ckpt), out)
         load_weights(model, ckpt / "model.safetensors")
-        from safetensors.torch import load_file
-
-        ema = {k: v.to(device) for k, v in load_file(ckpt / "ema.safetensors").items()}
-        state = torch.load(ckpt / "state.pt", map_location=device, weights_only=True)
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        start = state["step"]
+        ema = {k: v.to(device) for k, v in read_tensors(ckpt / "ema.safetensors").items()}
+        if ema.keys() != model.state_dict().keys():
+            raise LdcodecError(f"{ckpt}/ema.safetensors does not fit the model; the checkpoint is damaged")
+        try:
+            state = torch.load(ckpt / "state.pt", map_location=device, weights_only=True)
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+            start = int(state["step"])
+        except (OSError, RuntimeError, KeyError, ValueError, EOFError, pickle.UnpicklingError) as e:
+            raise LdcodecError(f"{ckpt}/state.pt is damaged ({e.__class__.__name__}); resume from an earlier "
+                               f"checkpoint by pointing {out}/latest at it") from None
     elif (out / "latest").exists():
         raise LdcodecError(f"{out} already holds a training run; pass --resume to continue it or choose another --out")
     out.mkdir(parents=True, exist_ok=True)
@@ -105,6 +117,7 @@ def train(cfg: Config, out: str | Path, resume: bool = False, device: str = "cpu
                desc=cfg.name, dynamic_ncols=True)
     t0, seen = time.perf_counter(), 0
     model.train()
+    _keep_log_lines(out / "metrics.jsonl", start)
     with (out / "metrics.jsonl").open("a") as log:
         for step in bar:
             stage1 = step < cfg.train.stage1_steps
