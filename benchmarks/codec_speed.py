@@ -1,7 +1,7 @@
 """Compression benchmark: time per image and actual/estimated rate of trained checkpoints.
 
     python benchmarks/codec_speed.py RUN [RUN ...] [--data-root DIR] [--n 32] [--bpp 0.5]
-                                     [--t-values 0.5,0.3,0.2,0.1] [--device cpu]
+                                     [--t-values 0.5,0.3,0.2,0.1] [--device cpu] [--max-chunk-bits 6,8,10]
 
 For each run: mode U at the stop time that targets ``--bpp`` (``Codec.compress(bits=...)``) and
 at each ``--t-values``; mode C at its one rate. Per point: bits per image actual (bytes x 8,
@@ -22,8 +22,10 @@ from ldcodec.codec import DECODES, Codec
 from ldcodec.data import load_split, to_tensor
 
 
-def bench(run: str, data_root, n: int, bpp: float, t_values: list[float], device: str):
+def bench(run: str, data_root, n: int, bpp: float, t_values: list[float], device: str, chunk_bits: int | None):
     model, cfg, _ = load_model(run, device=device)
+    if chunk_bits is not None:
+        cfg.codec.max_chunk_bits = chunk_bits
     h, w, _ = model.image_shape
     x = to_tensor(load_split(cfg.data.dataset, "test", data_root, limit=n)[0])
     codec = Codec(model, device=device)
@@ -33,6 +35,7 @@ def bench(run: str, data_root, n: int, bpp: float, t_values: list[float], device
         r = codec.compress(x, **kw)
         enc = time.perf_counter() - start
         rec = {"run": run, "cell": cfg.name, "mode": codec.mode, "setting": kw, "t": r.rate, "images": n,
+               "max_chunk_bits": cfg.codec.max_chunk_bits,
                "bits_actual": round(float(r.actual_bits.mean()), 1),
                "bits_estimated": round(float(r.estimated_bits.mean()), 1),
                "bpp_actual": round(float(r.actual_bits.mean()) / (h * w), 4),
@@ -54,10 +57,13 @@ def main() -> None:
     p.add_argument("--bpp", type=float, default=0.5)
     p.add_argument("--t-values", default="0.5,0.3,0.2,0.1")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--max-chunk-bits", default="", help="comma-separated chunk budgets to compare (default: config's)")
     a = p.parse_args()
+    budgets = [int(b) for b in a.max_chunk_bits.split(",") if b] or [None]
     with torch.no_grad():
         for run in a.runs:
-            bench(run, a.data_root, a.n, a.bpp, [float(t) for t in a.t_values.split(",")], a.device)
+            for b in budgets:
+                bench(run, a.data_root, a.n, a.bpp, [float(t) for t in a.t_values.split(",") if t], a.device, b)
 
 
 if __name__ == "__main__":
