@@ -35,7 +35,7 @@ def bench(run: str, data_root, n: int, bpp: float, t_values: list[float], device
         r = codec.compress(x, **kw)
         enc = time.perf_counter() - start
         rec = {"run": run, "cell": cfg.name, "mode": codec.mode, "setting": kw, "t": r.rate, "images": n,
-               "max_chunk_bits": cfg.codec.max_chunk_bits,
+               "max_chunk_bits": cfg.codec.max_chunk_bits, "coding_steps": cfg.codec.coding_steps,
                "bits_actual": round(float(r.actual_bits.mean()), 1),
                "bits_estimated": round(float(r.estimated_bits.mean()), 1),
                "bpp_actual": round(float(r.actual_bits.mean()) / (h * w), 4),
