@@ -255,12 +255,7 @@ def write_symbols(encoder: RangeEncoder, symbols: np.ndarray, table_index: np.nd
     Grouping lets each table be built once and its symbols go through constriction in one
     vectorised call; the decoder knows ``table_index`` and so the grouping.
     """
-    symbols = np.asarray(symbols, dtype=np.int64).reshape(-1)
-    table_index = _check_index(table_index, tables, len(symbols))
-    index = symbols - tables.offsets[table_index]
-    escape = tables.sizes[table_index] - 1
-    escaped = (index < 0) | (index >= escape)
-    index = np.where(escaped, escape, index)
+    symbols, table_index, index, escape, escaped = _table_positions(symbols, table_index, tables)
     for t, positions in _groups(table_index):
         write_categorical(encoder, index[positions], tables.row(t), tables.precision)
     _write_escapes(encoder, symbols[escaped], tables.offsets[table_index[escaped]], escape[escaped])
@@ -282,16 +277,22 @@ def read_symbols(decoder: RangeDecoder, table_index: np.ndarray, tables: Tables)
 
 def symbols_bits(symbols: np.ndarray, table_index: np.ndarray, tables: Tables) -> float:
     """Exact information content in bits of :func:`write_symbols` (escape payloads included)."""
+    symbols, table_index, index, escape, escaped = _table_positions(symbols, table_index, tables)
+    counts = tables.counts[table_index, index].astype(np.float64)
+    overflow = _overflow(symbols[escaped], tables.offsets[table_index[escaped]], escape[escaped])
+    escape_bits = np.log2(_ESCAPE_LENGTH_SIZE) + bit_length(overflow + 1) - 1
+    return float(np.sum(tables.precision - np.log2(counts)) + np.sum(escape_bits))
+
+
+def _table_positions(symbols: np.ndarray, table_index: np.ndarray, tables: Tables):
+    """``(symbols, table_index, index, escape, escaped)``: each symbol's position in its table, the
+    table's escape position, and which symbols fall outside the table (coded as the escape)."""
     symbols = np.asarray(symbols, dtype=np.int64).reshape(-1)
     table_index = _check_index(table_index, tables, len(symbols))
     index = symbols - tables.offsets[table_index]
     escape = tables.sizes[table_index] - 1
     escaped = (index < 0) | (index >= escape)
-    index = np.where(escaped, escape, index)
-    counts = tables.counts[table_index, index].astype(np.float64)
-    overflow = _overflow(symbols[escaped], tables.offsets[table_index[escaped]], escape[escaped])
-    escape_bits = np.log2(_ESCAPE_LENGTH_SIZE) + bit_length(overflow + 1) - 1
-    return float(np.sum(tables.precision - np.log2(counts)) + np.sum(escape_bits))
+    return symbols, table_index, np.where(escaped, escape, index), escape, escaped
 
 
 def _check_index(table_index: np.ndarray, tables: Tables, n: int | None) -> np.ndarray:
