@@ -73,3 +73,14 @@ def test_mnist_model_and_baseline_end_to_end(tmp_path):
 def test_missing_classifier_is_explained(tmp_path):
     with pytest.raises(LdcodecError, match="train-classifier"):
         evaluate(None, "mnist", "test", 16, None, str(tmp_path / "nope"), Settings(), progress=False)
+
+
+def test_packaged_classifier_is_found_and_accurate(tmp_path, monkeypatch):
+    from ldcodec.evaluate import PACKAGED_CLASSIFIERS, _classifier
+    from ldcodec.metrics.features import accuracy
+
+    monkeypatch.chdir(tmp_path)  # no runs/classifiers here: the packaged network is used
+    clf, meta = _classifier("mnist", None, "cpu")
+    assert meta["path"] == str(PACKAGED_CLASSIFIERS / "classifier-mnist") and meta["test_accuracy"] > 0.99
+    x, y = load_split("mnist", "test")
+    assert accuracy(clf, to_tensor(x), torch.from_numpy(y)) > 0.98  # the built-in 1000 test digits

@@ -283,8 +283,19 @@ def evaluate(checkpoint: str | None, dataset: str | None, split: str, limit: int
             "realism_mse_ratio": realism_ratios(points)}
 
 
+PACKAGED_CLASSIFIERS = Path(__file__).parent / "assets" / "classifiers"
+
+
 def default_classifier_path(dataset: str) -> Path:
+    """Where ``train-classifier`` writes by default: ``runs/classifiers/classifier-DATASET``."""
     return Path("runs") / "classifiers" / f"classifier-{dataset}"
+
+
+def find_classifier(dataset: str) -> Path:
+    """The user's own classifier at the default path if there is one, else the packaged one
+    (trained by this project, frozen so that FID/KID numbers compare across runs and machines)."""
+    own = default_classifier_path(dataset)
+    return own if own.with_suffix(".safetensors").is_file() else PACKAGED_CLASSIFIERS / f"classifier-{dataset}"
 
 
 def _classifier(dataset: str, path: str | None, device: str):
@@ -293,7 +304,7 @@ def _classifier(dataset: str, path: str | None, device: str):
 
     from .metrics.features import load_classifier
 
-    p = Path(path) if path else default_classifier_path(dataset)
+    p = Path(path) if path else find_classifier(dataset)
     try:
         clf = load_classifier(p, device="cpu").eval()
     except LdcodecError as e:
