@@ -438,3 +438,18 @@ def test_realism_decode_does_not_depend_on_the_batching(runs, codecs, images, fl
     whole = Codec(model, batch_size=len(images)).decompress(flow_streams[name], decode="realism")
     pieces = Codec(model, batch_size=1).decompress(flow_streams[name], decode="realism")
     torch.testing.assert_close(whole, pieces, atol=1e-4, rtol=0)
+
+
+def test_mode_u_coding_steps_per_stream(codecs, images):
+    """More coding steps lower the ideal KL (the prior is used more finely); any K decodes."""
+    codec = codecs["mlp-U"]
+    est = {}
+    for k in (1, 3, 8):
+        r = codec.compress(images[:N], t=0.3, steps=k)
+        assert bitstream.read_stream(r.stream)[0].steps == k
+        y = codec.decompress(r.stream, decode="mse")
+        assert y.shape == images[:N].shape
+        est[k] = r.estimated_bits.mean()
+    assert est[8] < est[1]
+    with pytest.raises(LdcodecError, match="coding-steps"):
+        codec.compress(images[:N], t=0.3, steps=65)

@@ -20,9 +20,10 @@ POINT_KEYS = {"model", "kind", "mode", "decode", "rate_setting", "bits_actual", 
 
 
 def test_gaussian_source_points_respect_shannon_bound():
-    s = Settings(t_values=(0.5, 0.2), perception=())
+    s = Settings(t_values=(0.5, 0.2), coding_steps=(2, 4), perception=())
     r = evaluate(None, "gaussian", "test", 32, None, None, s, progress=False, gaussian=(8, 0.7))
-    assert r["schema"] == SCHEMA and len(r["points"]) == 6
+    assert r["schema"] == SCHEMA and len(r["points"]) == 12
+    assert {p["model"] for p in r["points"]} == {"diffc-exact K=2", "diffc-exact K=4"}
     var = r["rd_bound"]["variances"]
     for p in r["points"]:
         assert set(p) == POINT_KEYS

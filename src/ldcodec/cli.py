@@ -108,7 +108,7 @@ def cmd_compress(a: argparse.Namespace) -> None:
     model, cfg, _ = load_model(a.checkpoint, device=a.device)
     images, _ = _read_images(a.input, model.image_shape)
     codec = Codec(model, device=a.device)
-    r = codec.compress(to_tensor(images), decode=a.decode, t=a.t, bits=a.bits)
+    r = codec.compress(to_tensor(images), decode=a.decode, t=a.t, bits=a.bits, steps=a.coding_steps)
     out = Path(a.output)
     _write_atomic(out, lambda tmp: tmp.write_bytes(r.stream))
     h, w, _ = model.image_shape
@@ -186,7 +186,8 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
     if bad:
         raise LdcodecError(f"unknown baseline, estimator or decode {', '.join(bad)}; baselines: "
                            f"{', '.join(BASELINES)}; estimators: {', '.join(PERCEPTION)}; decodes: {', '.join(DECODES)}")
-    settings = Settings(t_values=_csv(a.t_values, float), decodes=_csv(a.decodes), perception=_csv(a.perception),
+    settings = Settings(t_values=_csv(a.t_values, float), coding_steps=_csv(a.coding_steps, int) if a.coding_steps
+                        else (), decodes=_csv(a.decodes), perception=_csv(a.perception),
                         critic_steps=a.critic_steps, baselines=baselines, qualities=parse_qualities(a.qualities),
                         learned_lambdas=_csv(a.learned_lambdas, float), learned_steps=a.learned_steps, seed=a.seed)
     results = evaluate(a.checkpoint, a.dataset, a.split, a.limit, a.data_root, a.classifier, settings,
@@ -291,6 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
     rate = c.add_mutually_exclusive_group()
     rate.add_argument("--t", type=float, help="mode U: stop time in (0, 1) of the coded chain")
     rate.add_argument("--bits", type=float, help="mode U: bit budget per image (stop when it is reached)")
+    c.add_argument("--coding-steps", type=int, help="mode U: coded steps from t = 1 (default: the model's "
+                   "codec.coding_steps; more steps pay off at higher rates)")
     c.add_argument("--decode", default="flow", choices=["flow", "realism", "mse"],
                    help="decoder's default z_t -> z0 method stored in the stream (default flow)")
     _device(c)
@@ -320,6 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--baseline", help="comma-separated: jpeg,webp,avif,factorized,hyperprior")
     e.add_argument("--report", metavar="HTML", help="also write the HTML report of these results")
     e.add_argument("--t-values", default="0.7,0.5,0.35,0.25,0.15", help="mode U stop times to sweep")
+    e.add_argument("--coding-steps", help="mode U coding steps to sweep, e.g. 4,16 (default: the model's)")
     e.add_argument("--decodes", default="flow,realism,mse", help="decode methods to evaluate")
     e.add_argument("--perception", default="fid,kid,knn_kl,f_kl,f_js,f_tv,f_chi2,f_hellinger",
                    help="perception estimators to run")

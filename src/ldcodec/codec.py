@@ -45,6 +45,7 @@ from .errors import LdcodecError
 DECODES = ("flow", "realism", "mse")
 DECODE_STEPS = 50  # sampler steps from t = 1 (fewer from a later start)
 MSE_SAMPLES = 8  # mode C "mse" decode: decoded samples averaged
+MAX_CODING_STEPS = 64  # mode U: bound on the steps a stream may declare
 MEAN_GRID = 2.0 ** 16
 
 
@@ -141,8 +142,10 @@ class Codec:
     # -- the public contract ------------------------------------------------------------------
 
     def compress(self, x: torch.Tensor, decode: str = "flow", t: float | None = None,
-                 bits: float | None = None) -> Result:
-        """Images ``(N, C, H, W)`` -> stream. Mode U takes ``t`` (stop time) or ``bits`` (per image)."""
+                 bits: float | None = None, steps: int | None = None) -> Result:
+        """Images ``(N, C, H, W)`` -> stream. Mode U takes ``t`` (stop time) or ``bits`` (per image),
+        and ``steps``, the number of coding steps (default ``codec.coding_steps``; more steps lower
+        the ideal KL but pay side information per step, so the best number grows with the rate)."""
         if decode not in DECODES:
             raise LdcodecError(f"unknown decode method {decode!r}; choose one of: {', '.join(DECODES)}")
         h, w, c = self.model.image_shape
@@ -153,7 +156,9 @@ class Codec:
             raise LdcodecError("no images to compress: the input holds 0 images")
         start = time.perf_counter()
         if self.mode == "U":
-            k = self.cfg.codec.coding_steps
+            k = self.cfg.codec.coding_steps if steps is None else steps
+            if not 1 <= k <= MAX_CODING_STEPS:
+                raise LdcodecError(f"--coding-steps {k} is outside 1..{MAX_CODING_STEPS}")
             t = self._choose_t(x, bits, k) if bits is not None else self._check_t(t)
             payloads, est = self._compress_u(x, self._times(t, k))
             header = bitstream.StreamHeader(self.hash, "U", t, k, (h, w, c), decode)
@@ -182,7 +187,7 @@ class Codec:
         method = decode or header.decode_method
         if method not in DECODES:
             raise LdcodecError(f"unknown decode method {method!r}; choose one of: {', '.join(DECODES)}")
-        if self.mode == "U" and not (0.0 < header.rate < 1.0 and header.steps == self.cfg.codec.coding_steps):
+        if self.mode == "U" and not (0.0 < header.rate < 1.0 and 1 <= header.steps <= MAX_CODING_STEPS):
             raise LdcodecError(f"stream header has rate t = {header.rate}, steps = {header.steps}: it is damaged")
         out = []
         for i in range(0, len(payloads), self.batch_size):

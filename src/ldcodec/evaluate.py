@@ -48,6 +48,7 @@ class Settings:
     """What to sweep and measure (the command line's options)."""
 
     t_values: tuple[float, ...] = (0.7, 0.5, 0.35, 0.25, 0.15)
+    coding_steps: tuple[int, ...] = ()  # mode U: coding steps to sweep (empty: the model's own)
     decodes: tuple[str, ...] = DECODES
     perception: tuple[str, ...] = PERCEPTION
     critic_steps: int = 300
@@ -133,17 +134,23 @@ def _point(model: str, kind: str, rate: float, bits: np.ndarray, est: np.ndarray
 
 
 def model_points(name: str, codec: Codec, measure: Measure, s: Settings, pixels: int, progress: bool) -> list[dict]:
-    """The model's sweep: every ``t`` (mode U) or its one rate (mode C), each with every decode."""
-    rates = list(s.t_values) if codec.mode == "U" else [None]
+    """The model's sweep: every ``t`` (mode U, for each number of coding steps) or its one rate
+    (mode C), each with every decode. Several coding-step counts name the series ``NAME K=k``."""
+    if codec.mode == "U":
+        ks = list(s.coding_steps) or [None]
+        rates = [(k, t) for k in ks for t in s.t_values]
+    else:
+        ks, rates = [None], [(None, None)]
     points = []
-    for t in tqdm(rates, desc=f"{name}: rates", disable=not progress):
+    for k, t in tqdm(rates, desc=f"{name}: rates", disable=not progress):
+        series = f"{name} K={k}" if len(ks) > 1 else name
         start = time.perf_counter()
-        r = codec.compress(measure.x, t=t)
+        r = codec.compress(measure.x, t=t, steps=k)
         enc = time.perf_counter() - start
         for decode in s.decodes:
             start = time.perf_counter()
             y = codec.decompress(r.stream, decode=decode)
-            points.append(_point(name, "ldcodec", r.rate, r.actual_bits, r.estimated_bits, y, measure,
+            points.append(_point(series, "ldcodec", r.rate, r.actual_bits, r.estimated_bits, y, measure,
                                  enc + time.perf_counter() - start, pixels, codec.mode, decode))
     return points
 
