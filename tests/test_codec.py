@@ -417,6 +417,8 @@ def test_mode_u_refuses_bad_rate_settings(codecs, images, kw, match):
 def test_negative_max_steps_is_refused(codecs, flow_streams):
     with pytest.raises(LdcodecError, match="max-steps"):
         codecs["mlp-U"].decompress(flow_streams["mlp-U"], max_steps=-1)
+    with pytest.raises(LdcodecError, match="mode U streams"):
+        codecs["mlp-C"].decompress(flow_streams["mlp-C"], max_steps=2)
 
 
 def test_decode_method_override_is_checked(codecs, flow_streams):

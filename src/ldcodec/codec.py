@@ -178,6 +178,8 @@ class Codec:
         """Stream -> images ``(N, C, H, W)`` in [0, 1]. ``max_steps`` decodes only a prefix (mode U)."""
         if max_steps is not None and max_steps < 0:
             raise LdcodecError(f"--max-steps {max_steps} must be >= 0 (0 decodes z_1 alone)")
+        if max_steps is not None and self.mode == "C":
+            raise LdcodecError("--max-steps is for mode U streams (progressive decoding); this model is mode C")
         header, payloads = bitstream.read_stream(stream)
         bitstream.check_model(header, self.hash)
         h, w, c = self.model.image_shape
