@@ -9,7 +9,7 @@ export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=4
 TRAIN_S=${TRAIN_S:-150}
 python3 -m pip install -q --no-index --no-deps --target /tmp/site .devdata/constriction-*.whl
 export PYTHONPATH=/tmp/site:$PWD/src
-mkdir -p results
+mkdir -p runs/gpu-results
 nvidia-smi --query-gpu=name,memory.total --format=csv | tee "$OUT/gpu.txt"
 common=(--device cuda --data-root .devdata --set train.ckpt_every=250 --set train.log_every=100 --set train.warmup=200)
 for cell in cifar10-cnn-ddpm-uncond-gauss cifar10-cnn-ddpm-cond-gauss; do
@@ -41,7 +41,7 @@ for cell in ["cifar10-cnn-ddpm-uncond-gauss", "cifar10-cnn-ddpm-cond-gauss"]:
     if not (run / "latest").exists():
         print(cell, "no checkpoint"); continue
     ckpt = run / (run / "latest").read_text().strip()
-    dst = Path("results") / cell
+    dst = Path("runs/gpu-results") / cell
     dst.mkdir(parents=True)
     for f in ("ema.safetensors", "config.yaml"):
         shutil.copy(ckpt / f, dst / f)
@@ -65,7 +65,7 @@ for cell in ["cifar10-cnn-ddpm-uncond-gauss", "cifar10-cnn-ddpm-cond-gauss"]:
         np.save(dst / "gpu_decoded.npy", to_uint8(y))
 PY
 # at most 8 files come back: one tar per model, one for the classifier and the logs
-cp runs/classifier-cifar10* results/ 2>/dev/null
-for d in results/*/; do tar -cf "$OUT/$(basename "$d").tar" -C results "$(basename "$d")"; done
-tar -cf "$OUT/classifier.tar" -C results $(cd results && ls -p | grep -v /) 2>/dev/null
+cp runs/classifier-cifar10* runs/gpu-results/ 2>/dev/null
+for d in runs/gpu-results/*/; do tar -cf "$OUT/$(basename "$d").tar" -C runs/gpu-results "$(basename "$d")"; done
+tar -cf "$OUT/classifier.tar" -C runs/gpu-results $(cd runs/gpu-results && ls -p | grep -v /) 2>/dev/null
 ls -la "$OUT"
