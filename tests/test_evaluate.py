@@ -85,3 +85,16 @@ def test_packaged_classifier_is_found_and_accurate(tmp_path, monkeypatch):
     assert meta["path"] == str(PACKAGED_CLASSIFIERS / "classifier-mnist") and meta["test_accuracy"] > 0.99
     x, y = load_split("mnist", "test")
     assert accuracy(clf, to_tensor(x), torch.from_numpy(y)) > 0.98  # the built-in 1000 test digits
+
+
+def test_png_folder_is_a_valid_evaluation_input(tmp_path):
+    from ldcodec.data import save_png
+
+    x, _ = load_split("mnist", "test", limit=24)
+    for i, im in enumerate(x):
+        save_png(im, tmp_path / f"{i:03d}.png")
+    s = Settings(perception=("fid",), baselines=("webp",), qualities={"webp": (20,)})
+    r = evaluate(None, "mnist", "test", None, None, None, s, progress=False, images_dir=str(tmp_path))
+    assert r["images"] == 24 and r["split"] == str(tmp_path)
+    (p,) = r["points"]
+    assert p["model"] == "webp" and p["accuracy"] is None and "fid" in p["perception"]

@@ -191,10 +191,10 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
                         critic_steps=a.critic_steps, baselines=baselines, qualities=parse_qualities(a.qualities),
                         learned_lambdas=_csv(a.learned_lambdas, float), learned_steps=a.learned_steps, seed=a.seed)
     results = evaluate(a.checkpoint, a.dataset, a.split, a.limit, a.data_root, a.classifier, settings,
-                       device=a.device, gaussian=(a.gaussian_dim, a.gaussian_ratio))
+                       device=a.device, gaussian=(a.gaussian_dim, a.gaussian_ratio), images_dir=a.images)
     json_path, csv_path = write_results(results, a.output)
     print(f"wrote {json_path} and {csv_path}: {len(results['points'])} operating points on {results['images']} "
-          f"{results['dataset']} {a.split} images")
+          f"{results['dataset']} {results['split']} images")
     if a.report:
         from .report import render_report
 
@@ -318,6 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("checkpoint", nargs="?", help="run folder or ckpt-NNNNNNNN folder")
     e.add_argument("--dataset", choices=["mnist", "cifar10", "gaussian"], help="default: the checkpoint's")
     e.add_argument("--split", default="test")
+    e.add_argument("--images", metavar="DIR", help="evaluate on a folder of PNGs instead of a split (no labels)")
     e.add_argument("--limit", type=int, default=1000, help="images to evaluate (default 1000)")
     e.add_argument("-o", "--output", required=True, help="results JSON path (a .csv is written beside it)")
     e.add_argument("--baseline", help="comma-separated: jpeg,webp,avif,factorized,hyperprior")

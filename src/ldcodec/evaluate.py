@@ -257,8 +257,12 @@ def gaussian_results(dim: int, ratio: float, n: int, s: Settings, coding_steps: 
 
 def evaluate(checkpoint: str | None, dataset: str | None, split: str, limit: int | None, data_root,
              classifier_path: str | None, settings: Settings, device: str = "cpu", progress: bool = True,
-             gaussian: tuple[int, float] = (16, 0.7)) -> dict:
-    """Run the whole evaluation and return the results dict (schema ``ldcodec.results/1``)."""
+             gaussian: tuple[int, float] = (16, 0.7), images_dir: str | None = None) -> dict:
+    """Run the whole evaluation and return the results dict (schema ``ldcodec.results/1``).
+
+    ``images_dir``: evaluate on a folder of PNGs (of the dataset's size) instead of a split; they
+    carry no labels, so classifier accuracy is left out.
+    """
     from .checkpoint import load_model
 
     head = {"schema": SCHEMA, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -275,11 +279,17 @@ def evaluate(checkpoint: str | None, dataset: str | None, split: str, limit: int
     if dataset == "gaussian":
         return {**head, "dataset": "gaussian",
                 **gaussian_results(gaussian[0], gaussian[1], limit or 200, settings, 4, progress)}
-    images, labels = load_split(dataset, split, data_root, limit=limit)
+    if images_dir is not None:
+        from .data import image_shape, load_png_folder
+
+        images, labels = load_png_folder(images_dir, image_shape(dataset))[0][:limit], None
+        head["split"] = str(images_dir)
+    else:
+        images, labels = load_split(dataset, split, data_root, limit=limit)
     h, w, c = images.shape[1:]
     classifier, head["classifier"] = _classifier(dataset, classifier_path, device)
     x = to_tensor(images)
-    measure = Measure(x, torch.from_numpy(labels), classifier, settings, images=True)
+    measure = Measure(x, None if labels is None else torch.from_numpy(labels), classifier, settings, images=True)
     points = []
     if model is not None:
         points += model_points(model.cfg.name, Codec(model, device=device), measure, settings, h * w, progress)
