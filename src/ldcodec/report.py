@@ -313,9 +313,21 @@ def _plot_curves(ax, series: list[_Series], value: Callable[[dict], float | None
                     marker=s.marker, markersize=4, linewidth=1.2, capsize=2, label=s.label)
 
 
+def _log_rate_axis(ax, points: list[dict]) -> None:
+    """Rates span decades (a learned code at 0.1 bpp, a JPEG file at 4): log scale when possible."""
+    if points and all(p["bpp_actual"] > 0 for p in points):
+        from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+        ax.set_xscale("log")
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+
+
 def _psnr_figure(points: list[dict], colours: dict, dataset: str) -> str:
     fig, ax = _axes()
     _plot_curves(ax, _series(points, colours), lambda p: p["psnr"])
+    _log_rate_axis(ax, points)
     ax.set(xlabel="actual rate (bpp)", ylabel="PSNR (dB)", title=f"{dataset}: PSNR vs actual bpp")
     _legend(ax)
     return _figure_html(fig, "psnr", dataset, f"{dataset}: PSNR against actual bits per pixel; baselines dashed.")
@@ -366,6 +378,7 @@ def _perception_figure(points: list[dict], results: list[dict], colours: dict, k
 
     _plot_curves(ax, _series(points, colours), value, interval)
     label = ESTIMATORS.get(key, key)
+    _log_rate_axis(ax, [p for p in points if value(p) is not None])
     ax.set(xlabel="actual rate (bpp)", ylabel=label, title=f"{dataset}: {label} vs actual bpp")
     _legend(ax)
     return _figure_html(fig, f"perception-{key}", dataset,
