@@ -111,12 +111,13 @@ def check_images(y: torch.Tensor, n: int) -> None:
     assert torch.isfinite(y).all() and y.min() >= 0 and y.max() <= 1
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def runs(tmp_path_factory) -> dict[str, Path]:
+    """The four tiny trained runs, shared (read-only) with test_codec_cli.py."""
     return train_cells(tmp_path_factory.mktemp("codec-runs"))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def codecs(runs) -> dict[str, Codec]:
     return {name: Codec(load_model(run)[0]) for name, run in runs.items()}
 

@@ -14,22 +14,10 @@ import numpy as np
 import pytest
 import torch
 
-from ldcodec.checkpoint import load_model
 from ldcodec.cli import main
-from ldcodec.codec import Codec
 from ldcodec.data import load_png_folder, load_split, save_png, to_tensor, to_uint8
 
-from test_codec import BAD_STREAMS, train_cells
-
-
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> dict[str, Path]:
-    return train_cells(tmp_path_factory.mktemp("codec-cli-runs"))
-
-
-@pytest.fixture(scope="module")
-def codecs(runs) -> dict[str, Codec]:
-    return {name: Codec(load_model(run)[0]) for name, run in runs.items()}
+from test_codec import BAD_STREAMS, codecs, runs  # noqa: F401 (shared session fixtures)
 
 
 @pytest.fixture(scope="module")

@@ -106,8 +106,6 @@ def _builtin_test(shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
 
 def load_png_folder(path: str | os.PathLike, shape: tuple[int, int, int] | None = None) -> tuple[np.ndarray, list[str]]:
     """All ``*.png`` in a folder (sorted by name) as uint8 NHWC, with their file names."""
-    from PIL import Image
-
     folder = Path(path)
     files = sorted(folder.glob("*.png"))
     if not files:
