@@ -1,4 +1,4 @@
-"""Compression with real bits: ``compress`` / ``decompress`` for modes U and C (DESIGN.md §3).
+"""Compression with real bits, format 1: ``compress`` / ``decompress`` for mode U (DESIGN.md §3).
 
 **Mode U** (unconditional prior; DiffC, Theis et al. 2022, in latent space). The encoder sends a
 noisy latent ``z_t``. On a coding grid ``1 = t_0 > t_1 > ... > t_K`` (uniform in log-SNR),
@@ -15,10 +15,8 @@ then decodes the image. The rate knob is the stopping time ``t`` or a bit budget
 the steps of one image share one range-coded payload and decode in order, so decoding the first
 ``k`` steps of a stream gives the coarser image of time ``t_k`` (progressive).
 
-**Mode C** (conditional diffusion decoder; CDC, Yang & Mandt 2023, in latent space). The code
-``y = round(g(mu))`` is entropy-coded with the learned factorised density's integer tables;
-the decoder samples ``z0 ~ p_theta(z0 | y)`` from ``z_1`` (shared seed) with the chosen method
-(``mse``: the mean of ``MSE_SAMPLES`` decoded samples, a Monte-Carlo estimate of ``E[x | y]``).
+Mode C lives in :mod:`ldcodec.codecs.cdc`; this module is wrapped by the temporary
+:mod:`ldcodec.codecs._diffc_legacy` until ``codecs/diffc.py`` (format 2) replaces both.
 
 Determinism: every random draw the decoder makes comes from generators keyed by the stream
 (numpy Philox in the RCC, seeded CPU torch generators here), never from a device RNG; the coded
@@ -30,21 +28,20 @@ Per-image *actual* bits are ``8 x (payload + record overhead + header / count)``
 
 from __future__ import annotations
 
-import hashlib
 import math
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from .coding import bitstream, entropy, rcc
-from .errors import LdcodecError
+from .codecs.identity import lsgm_hash as codec_hash
+from .diffusion.decodes import DECODES as _DECODES, decode_latent
+from .seeds import derive_seed as _seed, prior_noise
+from .errors import LdcodecError, reraise_damage
 
-DECODES = ("flow", "realism", "mse")
-DECODE_STEPS = 50  # sampler steps from t = 1 (fewer from a later start)
-MSE_SAMPLES = 8  # mode C "mse" decode: decoded samples averaged
+DECODES = tuple(_DECODES)
 MAX_CODING_STEPS = 64  # mode U: bound on the steps a stream may declare
 MEAN_GRID = 2.0 ** 16
 
@@ -58,22 +55,6 @@ class Result:
     actual_bits: np.ndarray  # (N,) bytes x 8, header share included
     seconds: float
     rate: float  # mode U: the stop time t used; mode C: the model's lambda
-
-
-def codec_hash(model) -> bytes:
-    """The 16-byte identity of a model in streams: its weights and config (minus the data path)."""
-    cfg = model.cfg.to_dict()
-    cfg["data"].pop("root")
-    return bitstream.model_hash(model.state_dict(), cfg)
-
-
-def _seed(digest: bytes, index: int) -> int:
-    """Per-image 64-bit stream key."""
-    return int.from_bytes(hashlib.sha256(digest + index.to_bytes(8, "little")).digest()[:8], "little")
-
-
-def _generator(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed % (2 ** 63))
 
 
 def coding_times(process, k: int, t_stop: float) -> torch.Tensor:
@@ -95,37 +76,6 @@ def _round_grid(x: torch.Tensor) -> np.ndarray:
     return (torch.round(x.double().cpu() * MEAN_GRID) / MEAN_GRID).numpy()
 
 
-@contextmanager
-def _damaged_payload(mode: str):
-    """Report the entropy decoder's complaints about a payload as a one-line ``LdcodecError``."""
-    try:
-        yield
-    except LdcodecError:
-        raise
-    except Exception as e:  # constriction reports damaged data as ValueError/AssertionError
-        raise LdcodecError(f"damaged mode {mode} payload ({e.__class__.__name__}); the stream is corrupt") from None
-
-
-def _prior_noise(prior, shape: tuple[int, ...], seeds: list[int], device) -> torch.Tensor:
-    """``z_1`` for each image from its own stream-keyed CPU generator."""
-    return torch.cat([prior.process.prior_sample((1, *shape), generator=_generator(s)) for s in seeds]).to(device)
-
-
-@torch.no_grad()
-def decode_latent(prior, z_t: torch.Tensor, t: torch.Tensor, method: str, cond: torch.Tensor | None,
-                  seeds: list[int]) -> torch.Tensor:
-    """``z_t`` at per-image times ``t`` ``(B,)`` -> ``z0`` by ``flow``, ``realism`` or ``mse``."""
-    from .diffusion.samplers import denoise, sample
-
-    if method == "mse":
-        return denoise(prior, z_t, t, cond)
-    steps = max(1, math.ceil(DECODE_STEPS * float(t.max())))
-    opts = {"eta": 0.0} if method == "flow" else {}
-    return sample(prior, z_t, t, method="ddim" if method == "flow" else "ancestral", steps=steps, cond=cond,
-                  generator=[_generator(_seed(b"decode", s)) for s in seeds] if method == "realism" else None,
-                  **opts)
-
-
 class Codec:
     """Compress and decompress images ``(N, C, H, W)`` in [0, 1] with a trained model (eval mode)."""
 
@@ -133,8 +83,10 @@ class Codec:
         if model.prior is None:
             raise LdcodecError("this checkpoint has the N(0, I) prior (model.prior = normal): compression "
                                "needs a diffusion prior; train a grid config")
+        if model.cfg.cond.enabled:
+            raise LdcodecError("this format 1 codec is mode U only; mode C models use ldcodec.codecs.cdc")
         self.model, self.cfg, self.device, self.batch_size = model.eval(), model.cfg, device, batch_size
-        self.mode = "C" if self.cfg.cond.enabled else "U"
+        self.mode = "U"
         self.hash = codec_hash(model)
         self.shape = tuple(model.latent_shape)
         self.dim = math.prod(self.shape)
@@ -155,19 +107,12 @@ class Codec:
         if len(x) == 0:
             raise LdcodecError("no images to compress: the input holds 0 images")
         start = time.perf_counter()
-        if self.mode == "U":
-            k = self.cfg.codec.coding_steps if steps is None else steps
-            if not 1 <= k <= MAX_CODING_STEPS:
-                raise LdcodecError(f"--coding-steps {k} is outside 1..{MAX_CODING_STEPS}")
-            t = self._choose_t(x, bits, k) if bits is not None else self._check_t(t)
-            payloads, est = self._compress_u(x, self._times(t, k))
-            header = bitstream.StreamHeader(self.hash, "U", t, k, (h, w, c), decode)
-        else:
-            if t is not None or bits is not None:
-                raise LdcodecError("mode C (conditional) models have one rate, set by cond.lam in training: "
-                                   "drop --t/--bits or use a mode U checkpoint")
-            payloads, est = self._compress_c(x)
-            header = bitstream.StreamHeader(self.hash, "C", self.cfg.cond.lam, DECODE_STEPS, (h, w, c), decode)
+        k = self.cfg.codec.coding_steps if steps is None else steps
+        if not 1 <= k <= MAX_CODING_STEPS:
+            raise LdcodecError(f"--coding-steps {k} is outside 1..{MAX_CODING_STEPS}")
+        t = self._choose_t(x, bits, k) if bits is not None else self._check_t(t)
+        payloads, est = self._compress_u(x, self._times(t, k))
+        header = bitstream.StreamHeader(self.hash, "U", t, k, (h, w, c), decode)
         stream = bitstream.write_stream(header, payloads)
         actual = np.array([8.0 * (len(p) + bitstream.record_bytes(len(p)) + bitstream.HEADER_BYTES / len(payloads))
                            for p in payloads])
@@ -178,8 +123,6 @@ class Codec:
         """Stream -> images ``(N, C, H, W)`` in [0, 1]. ``max_steps`` decodes only a prefix (mode U)."""
         if max_steps is not None and max_steps < 0:
             raise LdcodecError(f"--max-steps {max_steps} must be >= 0 (0 decodes z_1 alone)")
-        if max_steps is not None and self.mode == "C":
-            raise LdcodecError("--max-steps is for mode U streams (progressive decoding); this model is mode C")
         header, payloads = bitstream.read_stream(stream)
         bitstream.check_model(header, self.hash)
         h, w, c = self.model.image_shape
@@ -189,18 +132,14 @@ class Codec:
         method = decode or header.decode_method
         if method not in DECODES:
             raise LdcodecError(f"unknown decode method {method!r}; choose one of: {', '.join(DECODES)}")
-        if self.mode == "U" and not (0.0 < header.rate < 1.0 and 1 <= header.steps <= MAX_CODING_STEPS):
+        if not (0.0 < header.rate < 1.0 and 1 <= header.steps <= MAX_CODING_STEPS):
             raise LdcodecError(f"stream header has rate t = {header.rate}, steps = {header.steps}: it is damaged")
         out = []
         for i in range(0, len(payloads), self.batch_size):
             chunk = payloads[i:i + self.batch_size]
             seeds = [_seed(self.hash, i + j) for j in range(len(chunk))]
-            if self.mode == "U":
-                times = self._times(header.rate, header.steps)
-                images = self.model.ae.decode(self._decompress_u(chunk, seeds, times, method, max_steps))
-            else:
-                images = self._decompress_c(chunk, seeds, method)
-            out.append(images.cpu())
+            times = self._times(header.rate, header.steps)
+            out.append(self.model.ae.decode(self._decompress_u(chunk, seeds, times, method, max_steps)).cpu())
         return torch.cat(out) if out else torch.zeros(0, c, h, w)
 
     # -- mode U -------------------------------------------------------------------------------
@@ -235,7 +174,7 @@ class Codec:
 
         def cost(t: float) -> float:
             times = self._times(t, k)
-            z = _prior_noise(self.model.prior, self.shape, seeds, self.device)
+            z = prior_noise(self.model.prior.process, self.shape, seeds, self.device)
             total = np.zeros(len(xb))
             for j in range(1, len(times)):
                 mu_p, mu_q, s = self._means(z, times[j - 1].item(), times[j].item(), z0)
@@ -273,7 +212,7 @@ class Codec:
             xb = x[i:i + self.batch_size].to(self.device)
             z0 = torch.from_numpy(_round_grid(self.model.ae.encode(xb).mean))
             seeds = [_seed(self.hash, i + j) for j in range(len(xb))]
-            z = _prior_noise(self.model.prior, self.shape, seeds, self.device)
+            z = prior_noise(self.model.prior.process, self.shape, seeds, self.device)
             encoders = [entropy.new_encoder() for _ in seeds]
             kl = np.zeros(len(seeds))
             for j in range(1, len(times)):
@@ -290,7 +229,7 @@ class Codec:
         return payloads, np.array(est)
 
     def _read_u(self, payload: bytes, steps: int) -> list[rcc.StepCode]:
-        with _damaged_payload("U"):
+        with reraise_damage("mode U"):
             dec = entropy.decoder_from_bytes(payload)
             return [rcc.StepCode.read(dec, self.dim) for _ in range(steps)]
 
@@ -299,41 +238,10 @@ class Codec:
                       max_steps: int | None):
         n = len(times) - 1 if max_steps is None else min(max_steps, len(times) - 1)
         codes = [self._read_u(p, n) for p in payloads]
-        z = _prior_noise(self.model.prior, self.shape, seeds, self.device)
+        z = prior_noise(self.model.prior.process, self.shape, seeds, self.device)
         for j in range(1, n + 1):
             mu_p, _, s = self._means(z, times[j - 1].item(), times[j].item(), None)
             new = np.stack([rcc.decode_step(mu_p[b], s, seed, j, codes[b][j - 1]) for b, seed in enumerate(seeds)])
             z = torch.from_numpy(new).view(z.shape).to(self.device, z.dtype)
         t = torch.full((len(seeds),), times[n].item(), device=self.device, dtype=z.dtype)
         return decode_latent(self.model.prior, z, t, method, None, seeds)
-
-    # -- mode C -------------------------------------------------------------------------------
-
-    @torch.no_grad()
-    def _compress_c(self, x: torch.Tensor):
-        payloads, est = [], []
-        density = self.model.code_density
-        for i in range(0, len(x), self.batch_size):
-            y = torch.round(self.model.code(self.model.ae.encode(x[i:i + self.batch_size].to(self.device)).mean)).cpu()
-            payloads += density.compress(y)
-            est += density.bits(y).tolist()
-        return payloads, np.array(est)
-
-    @torch.no_grad()
-    def _decompress_c(self, payloads: list[bytes], seeds: list[int], method: str) -> torch.Tensor:
-        """Mode C payloads -> images ``(B, C, H, W)``: sampled from ``p(z0 | y)``, or for ``mse`` the
-        mean of ``MSE_SAMPLES`` decoded samples, a Monte-Carlo estimate of ``E[x | y]``."""
-        prior = self.model.prior
-        probe = self.model.code(torch.zeros(1, *self.shape, device=self.device))
-        with _damaged_payload("C"):
-            y = self.model.code_density.decompress(payloads, tuple(probe.shape[1:])).to(self.device)
-        t = torch.ones(len(payloads), device=self.device)
-        draws = [seeds] if method != "mse" else [[_seed(s.to_bytes(8, "little"), k) for s in seeds]
-                                                   for k in range(MSE_SAMPLES)]
-        images = 0.0
-        for keys in draws:
-            z1 = _prior_noise(prior, self.shape, keys, self.device)
-            z0 = decode_latent(prior, z1, t, "realism" if method == "mse" else method, y, keys)
-            images = images + self.model.ae.decode(z0)
-        return images / len(draws)
-

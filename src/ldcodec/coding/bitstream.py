@@ -33,16 +33,13 @@ cannot make the reader allocate or loop beyond the input. Any malformed input ra
 from __future__ import annotations
 
 import binascii
-import hashlib
-import json
 import struct
 import math
 import zlib
 from dataclasses import dataclass
 
-import numpy as np
-import torch
-
+from ldcodec.codecs.container import read_varint, varint
+from ldcodec.codecs.identity import model_hash  # noqa: F401  (moved there; format 1 readers import it here)
 from ldcodec.errors import LdcodecError
 
 MAGIC = b"LDC1"
@@ -102,25 +99,12 @@ def record_bytes(payload_length: int) -> int:
 def _varint(n: int) -> bytes:
     if not 0 <= n < 1 << (7 * MAX_VARINT_BYTES):
         raise LdcodecError(f"cannot write stream: payload of {n} bytes exceeds the format's 2^28 - 1")
-    out = bytearray()
-    while True:
-        out.append((n & 0x7F) | (0x80 if n >= 0x80 else 0))
-        n >>= 7
-        if not n:
-            return bytes(out)
+    return varint(n)
 
 
 def _read_varint(data: bytes, offset: int, image: int) -> tuple[int, int]:
-    """``(value, offset after it)``; at most ``MAX_VARINT_BYTES`` bytes are read."""
-    value = 0
-    for i in range(MAX_VARINT_BYTES):
-        if offset + i >= len(data):
-            raise LdcodecError(f"stream is truncated inside the record of image {image}")
-        byte = data[offset + i]
-        value |= (byte & 0x7F) << (7 * i)
-        if not byte & 0x80:
-            return value, offset + i + 1
-    raise LdcodecError(f"record length of image {image} is malformed: the stream is damaged")
+    """``(value, offset after it)`` of a record length (:func:`ldcodec.codecs.container.read_varint`)."""
+    return read_varint(data, offset, f"record of image {image}", MAX_VARINT_BYTES)
 
 
 def read_stream(data: bytes) -> tuple[StreamHeader, list[bytes]]:
@@ -151,26 +135,6 @@ def check_model(header: StreamHeader, expected_hash: bytes) -> None:
             f"stream was encoded by model {header.model_hash.hex()} but the loaded checkpoint is "
             f"{bytes(expected_hash)[:HASH_BYTES].hex()}: decode with the checkpoint that encoded it"
         )
-
-
-def model_hash(tensors: dict, config: dict) -> bytes:
-    """First 16 bytes of SHA-256 over named tensors (name, dtype, shape, raw bytes; sorted by
-    name) and the JSON of ``config`` (sorted keys). ``tensors`` is e.g. a ``state_dict()``;
-    torch tensors and numpy arrays both work."""
-    digest = hashlib.sha256()
-    for name in sorted(tensors):
-        t = tensors[name]
-        if isinstance(t, torch.Tensor):
-            t = t.detach().cpu().contiguous()
-            raw = t.reshape(-1).view(torch.uint8).numpy().tobytes()
-        else:
-            t = np.ascontiguousarray(t)
-            raw = t.tobytes()
-        dtype = str(t.dtype).removeprefix("torch.")
-        digest.update(f"{name}|{dtype}|{tuple(t.shape)}|".encode())
-        digest.update(raw)
-    digest.update(json.dumps(config, sort_keys=True, default=str).encode())
-    return digest.digest()[:HASH_BYTES]
 
 
 def _check_header(header: StreamHeader) -> None:

@@ -1,0 +1,160 @@
+"""The codec contract: one interface for every codec, one way to count its bits.
+
+In the spirit of CompressAI's ``CompressionModel``: :meth:`Codec.compress` turns a batch of images
+into one payload plus the codec's header parameters and its per-image bit accounting
+(:class:`Compressed`); :meth:`Codec.decompress` inverts it; :meth:`Codec.update` builds the integer
+coding tables after training. :mod:`ldcodec.codecs.container` frames every codec's output the same
+way, so the rates of all codecs are counted alike:
+
+- ``estimated_bits`` ``(N,)``: what the codec's densities promise per image (``None`` for codecs
+  without a density model, the Pillow formats);
+- ``file_bits`` ``(N,)``: a real file holding that image alone, container included (measured by
+  framing the image's own payload; :func:`~ldcodec.codecs.container.file_bits`);
+- the actual rate of a batch is ``8 * len(container.write(c)) / N``: its share of one file holding
+  the whole batch (:meth:`Codec.actual_bits`);
+- ``ideal_bits`` ``(N,)``: the information the model says the image needs, where a codec knows it.
+
+Images are ``(N, C, H, W)`` floats in ``[0, 1]`` and shapes are CHW everywhere, like the tensors.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+import torch
+
+from ldcodec.codecs import container
+from ldcodec.errors import LdcodecError
+
+
+@dataclass
+class Compressed:
+    """What :meth:`Codec.compress` returns for ``count`` images (``N``).
+
+    Attributes:
+        codec: the codec's registry name.
+        params: codec-specific header parameters (a few bytes; the codec encodes and parses them).
+        payload: one payload for the whole batch, in the codec's own layout.
+        count: ``N``, images in the batch.
+        estimated_bits: ``(N,)`` bits the codec's densities promise per image, or ``None``.
+        file_bits: ``(N,)`` bits of a file holding that image alone, container included.
+        rate_setting: the human-readable rate knob, e.g. ``{"t_stop": 0.3, "coding_steps": 8}``;
+            passed back to ``compress`` it gives the same stream.
+        ideal_bits: ``(N,)`` the model's ideal rate per image, where the codec defines one.
+    """
+
+    codec: str
+    params: bytes
+    payload: bytes
+    count: int
+    estimated_bits: np.ndarray | None
+    file_bits: np.ndarray
+    rate_setting: dict
+    ideal_bits: np.ndarray | None = None
+
+
+class Codec(abc.ABC):
+    """A registered codec (:func:`ldcodec.codecs.register`).
+
+    Class attributes: ``name`` (registry name), ``codec_id`` (its byte in the container),
+    ``decodes`` (the decode methods it offers; ``("default",)`` for one fixed decoder), ``kind``
+    and ``mode`` (how results label it).
+    Instance attribute: ``image_shape`` ``(C, H, W)``, the images it codes.
+    """
+
+    name: ClassVar[str]
+    codec_id: ClassVar[int]
+    decodes: ClassVar[tuple[str, ...]] = ("default",)
+    kind: ClassVar[str] = "ldcodec"  # results' family: ldcodec, classical or learned
+    mode: ClassVar[str | None] = None  # ldcodec's mode: "U" (diffc) or "C" (cdc)
+    image_shape: tuple[int, int, int]
+
+    @abc.abstractmethod
+    def model_id(self) -> bytes:
+        """4 bytes identifying the model (weights and config); ``bytes(4)`` for parameter-free codecs."""
+
+    @abc.abstractmethod
+    def default_rates(self) -> list[dict]:
+        """The rate settings ``evaluate`` sweeps by default (each a valid ``rate`` of :meth:`compress`)."""
+
+    @abc.abstractmethod
+    def compress(self, x: torch.Tensor, rate: dict | None = None) -> Compressed:
+        """Images ``(N, C, H, W)`` in ``[0, 1]`` -> :class:`Compressed` (``rate=None``: the codec's default)."""
+
+    @abc.abstractmethod
+    def decompress(self, params: bytes, payload: bytes, count: int, **decode_opts) -> torch.Tensor:
+        """The parameters and payload of :meth:`compress` -> ``(count, C, H, W)`` images in ``[0, 1]``.
+        Damaged or foreign input raises ``LdcodecError``."""
+
+    def update(self) -> None:
+        """Build the integer coding tables from the current weights (no-op for codecs without any)."""
+
+    # -- shared by every codec ----------------------------------------------------------------
+
+    def frame(self, c: Compressed) -> bytes:
+        """The file (format 2) holding ``c``: see :mod:`ldcodec.codecs.container`."""
+        return container.write(c, self.model_id())
+
+    def decompress_file(self, data: bytes, **decode_opts) -> torch.Tensor:
+        """A file of :meth:`frame` -> images; refuses a file of another codec or model with ``LdcodecError``."""
+        codec_id, model_id, params, payload, count = container.read(data)
+        if codec_id != self.codec_id:
+            from ldcodec.codecs import codec_name
+
+            raise LdcodecError(f"the stream was written by codec {codec_name(codec_id)}, not {self.name}: "
+                               "decode it with the codec (checkpoint) that made it")
+        if model_id != self.model_id():
+            raise LdcodecError(f"stream was encoded by model {model_id.hex()} but the loaded {self.name} model is "
+                               f"{self.model_id().hex()}: decode with the checkpoint that encoded it")
+        return self.decompress(params, payload, count, **decode_opts)
+
+    @staticmethod
+    def actual_bits(c: Compressed, data: bytes) -> float:
+        """Bits per image of ``c`` framed as ``data``: its share of one file holding the whole batch."""
+        return 8.0 * len(data) / c.count
+
+    def check_images(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` if it is a non-empty ``(N, *image_shape)`` batch, else a one-line ``LdcodecError``."""
+        c, h, w = self.image_shape
+        if x.dim() != 4 or tuple(x.shape[1:]) != (c, h, w):
+            raise LdcodecError(f"images of shape {tuple(x.shape[1:])} do not fit this {self.name} codec, which "
+                               f"codes {c}x{h}x{w} (CxHxW)")
+        if len(x) == 0:
+            raise LdcodecError("no images to compress: the input holds 0 images")
+        if len(x) > container.MAX_COUNT:
+            raise LdcodecError(f"{len(x)} images: a file holds at most {container.MAX_COUNT}; split the input")
+        return x
+
+    def check_decode_opts(self, opts: dict, allowed: tuple[str, ...] = ()) -> None:
+        """Refuse decode options this codec does not take, listing the ones it does."""
+        unknown = sorted(set(opts) - set(allowed))
+        if unknown:
+            raise LdcodecError(f"the {self.name} codec takes no decode option(s) {', '.join(unknown)}; "
+                               f"valid: {', '.join(allowed) or 'none'}")
+
+    def check_rate(self, rate: dict | None, allowed: tuple[str, ...]) -> dict:
+        """``rate`` (``{}`` for ``None``) if its keys are among ``allowed``, else a one-line ``LdcodecError``."""
+        rate = dict(rate or {})
+        unknown = sorted(set(rate) - set(allowed))
+        if unknown:
+            raise LdcodecError(f"the {self.name} codec has no rate setting(s) {', '.join(unknown)}; "
+                               f"valid: {', '.join(allowed) or 'none (its rate is fixed by training)'}")
+        return rate
+
+    def check_trained_rate(self, rate: dict | None, lam: float, allowed: tuple[str, ...] = ()) -> dict:
+        """For codecs whose rate was fixed by training with ``lam``: ``rate`` may repeat ``lambda``
+        (its ``rate_setting``) but not change it; other keys must be among ``allowed``."""
+        rate = self.check_rate(rate, ("lambda", *allowed))
+        if rate.pop("lambda", lam) != lam:
+            raise LdcodecError(f"this {self.name} model was trained for lambda {lam:g}; its rate is fixed by "
+                               "training: train another model for another rate")
+        return rate
+
+
+def parts_file_bits(parts: list[bytes], params_len: int) -> np.ndarray:
+    """``(N,)`` file bits of each image for codecs whose payload is :func:`~container.join_parts` of
+    per-image parts: image ``i`` alone is a file of one part."""
+    return np.array([container.file_bits(len(container.join_parts([p])), params_len) for p in parts], dtype=float)
