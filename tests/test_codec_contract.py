@@ -317,3 +317,15 @@ def test_model_codec_picks_the_checkpoints_mode(runs):
     assert model_codec(load_model(runs["cnn-C"])[0]).name == "cdc"
     with pytest.raises(LdcodecError, match="mode U"):
         get_codec("cdc")(load_model(runs["mlp-U"])[0])
+
+
+def test_the_readme_example_runs(runs, images):
+    """The README's library example, as written, on a tiny run."""
+    from conftest import REPO
+
+    text = (REPO / "README.md").read_text()
+    block = text[text.index("As a library"):]
+    code = block[block.index("```python") + len("```python"):block.index("```", block.index("```python") + 3)]
+    scope = {"x": images}
+    exec(code.replace('"runs/m1"', repr(str(runs["mlp-U"]))), scope)  # noqa: S102
+    assert scope["y"].shape == images.shape and container.read(scope["data"])[0] == get_codec("diffc").codec_id
