@@ -156,6 +156,15 @@ def test_round_trips_real_images(codec, files, images):
         assert not torch.equal(decoded[0], decoded[-1])
 
 
+@ALL
+def test_update_rebuilds_the_same_tables(codec, files, images):
+    """``update()`` recomputes the integer tables from the weights: a trained codec's are already those."""
+    c, data = files[codec.name]
+    before = codec.model_id()
+    codec.update()
+    assert codec.model_id() == before and codec.frame(codec.compress(images, c.rate_setting)) == data
+
+
 def test_pillow_round_trips_are_the_formats_own_decodes(codecs, files, images):
     """The payload holds each image's complete file: Pillow's own decode of it is what we return."""
     from ldcodec.codecs.pillow import unpack_files

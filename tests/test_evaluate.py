@@ -127,3 +127,13 @@ def test_png_folder_is_a_valid_evaluation_input(tmp_path):
     assert r["images"] == 24 and r["split"] == str(tmp_path)
     (p,) = r["points"]
     assert p["model"] == "webp" and p["accuracy"] is None and "fid" in p["perception"]
+
+
+def test_learned_baselines_train_once_per_lambda_and_sweep():
+    s = Settings(perception=(), baselines=("factorized",), learned_lambdas=(0.01, 0.05), learned_steps=3,
+                 progress=False)
+    r = evaluate(None, "mnist", "test", 8, None, None, s)
+    assert [(p["codec"], p["kind"], p["rate_setting"]) for p in r["points"]] == [
+        ("factorized", "learned", {"lambda": 0.01}), ("factorized", "learned", {"lambda": 0.05})]
+    for p in r["points"]:
+        assert p["bits_file"] >= p["bits_actual"] >= 0.98 * p["bits_estimated"] - 8
