@@ -37,12 +37,12 @@ def test_gaussian_source_points_respect_shannon_bound():
 
 
 def test_rate_accounting_bug_is_caught_on_the_gaussian_source(monkeypatch):
-    from ldcodec import evaluate as ev
+    from ldcodec.codecs import base
 
     def undercounting(bits, image_shape):
         return rate.rate_fields({k: None if v is None else v / 1000 for k, v in bits.items()}, image_shape)
 
-    monkeypatch.setattr(ev, "rate_fields", undercounting)
+    monkeypatch.setattr(base, "rate_fields", undercounting)
     s = Settings(rates={"diffc": [{"t_stop": 0.1}]}, decodes=("mse",), perception=(), progress=False)
     with pytest.raises(LdcodecError, match="rate-accounting bug"):
         evaluate(None, "gaussian", "test", 32, None, None, s, gaussian=(8, 0.7))

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from .errors import LdcodecError
+from .metrics.rate import rate_fields
 from .results import rate_text, write_atomic
 
 
@@ -111,12 +112,11 @@ def cmd_compress(a: argparse.Namespace) -> None:
     seconds = time.perf_counter() - start
     out = Path(a.output)
     write_atomic(out, lambda tmp: tmp.write_bytes(data))
-    _, h, w = codec.image_shape
-    actual = codec.actual_bits(c, data)
-    estimated = "n/a" if c.estimated_bits is None else f"{c.estimated_bits.mean():.1f}"
+    r = codec.rates(c, data)
+    estimated = "n/a" if r["bits_estimated"] is None else f"{r['bits_estimated']:.1f}"
     print(f"wrote {out}: {c.count} image(s), codec {codec.name} ({rate_text(c.rate_setting)}), {len(data)} bytes")
-    print(f"bits per image: actual {actual:.1f} ({actual / (h * w):.4f} bpp), estimated {estimated}, "
-          f"alone in a file {c.file_bits.mean():.1f}")
+    print(f"bits per image: actual {r['bits_actual']:.1f} ({r['bpp_actual']:.4f} bpp), estimated {estimated}, "
+          f"alone in a file {r['bits_file']:.1f} ({r['bpp_file']:.4f} bpp)")
     print(f"time per image: {1000 * seconds / c.count:.1f} ms")
 
 
@@ -162,10 +162,9 @@ def cmd_decompress(a: argparse.Namespace) -> None:
             raise LdcodecError(f"{out}: cannot write the output folder ({e.strerror or e})") from None
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-    _, h, w = codec.image_shape
-    print(f"wrote {out}: {len(images)} image(s); {8 * len(stream) / len(images):.1f} bits per image "
-          f"({8 * len(stream) / len(images) / (h * w):.4f} bpp) actual; "
-          f"{1000 * seconds / len(images):.1f} ms per image")
+    r = rate_fields({"actual": 8 * len(stream) / len(images)}, codec.image_shape)
+    print(f"wrote {out}: {len(images)} image(s); {r['bits_actual']:.1f} bits per image ({r['bpp_actual']:.4f} bpp) "
+          f"actual; {1000 * seconds / len(images):.1f} ms per image")
 
 
 def _csv(text: str, cast=str) -> tuple:

@@ -40,17 +40,16 @@ def compression_grid(checkpoint: str | Path, output: str | Path, t_values=(0.4, 
     x = to_tensor(images)
     codec = model_codec(model, device=device)
     rows = [images]
-    _, h, w = codec.image_shape
     for t in t_values:
         c = codec.compress(x, {"t_stop": t})
         data = codec.frame(c)
-        actual = codec.actual_bits(c, data)
+        r = codec.rates(c, data)
         for decode in codec.decodes:
             y = codec.decompress_file(data, decode=decode)
             rows.append(to_uint8(y))
             mse = ((y - x) ** 2).mean().item()
-            print(f"t={t:<5} {decode:<8} {actual:7.1f} bits/image actual ({actual / (h * w):.3f} bpp), "
-                  f"{c.estimated_bits.mean():7.1f} estimated, MSE {mse:.4f}")
+            print(f"t={t:<5} {decode:<8} {r['bits_actual']:7.1f} bits/image actual ({r['bpp_actual']:.3f} bpp), "
+                  f"{r['bits_estimated']:7.1f} estimated, MSE {mse:.4f}")
     return save_grid(rows, output)
 
 

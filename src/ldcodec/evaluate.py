@@ -4,7 +4,7 @@ For each codec (the checkpoint's ``diffc`` or ``cdc`` codec, and the baselines n
 ``--baseline``, all from :data:`ldcodec.codecs.CODECS`) and each of its rate settings: compress
 the evaluated images, frame them in one format 2 file (:mod:`ldcodec.codecs.container`), decompress
 from the framed bytes with every decode the codec offers, and measure. Every point carries the
-rates of :func:`ldcodec.results.rate_fields` (ideal, estimated, actual = the image's share of the
+rates of :meth:`~ldcodec.codecs.base.Codec.rates` (ideal, estimated, actual = the image's share of the
 file, file = one image alone in a file), distortion (MSE, per-image PSNR, SSIM), perception
 estimates with confidence intervals (FID and KID on the project classifier's 64-d features; the
 kNN KL of Wang, Kulkarni & Verdú 2009 and the f-divergence lower bounds on its 8-d whitened
@@ -39,7 +39,7 @@ from .codecs.base import Codec
 from .data import load_split, to_tensor, to_uint8
 from .errors import LdcodecError
 from .metrics import distortion, perception
-from .results import SCHEMA, rate_fields
+from .results import SCHEMA
 from .viz import png_b64
 
 PERCEPTION = ("fid", "kid", "knn_kl", "f_kl", "f_js", "f_tv", "f_chi2", "f_hellinger")
@@ -122,10 +122,6 @@ class Measure:
         return out
 
 
-def _mean(bits: np.ndarray | None) -> float | None:
-    return None if bits is None else float(np.mean(bits))
-
-
 def codec_points(label: str, codec: Codec, measure: Measure, s: Settings) -> list[dict]:
     """One codec's sweep: every rate setting, each decoded from its framed file by every decode.
 
@@ -141,15 +137,13 @@ def codec_points(label: str, codec: Codec, measure: Measure, s: Settings) -> lis
         c = codec.compress(measure.x, rate)
         data = codec.frame(c)
         encode_seconds = time.perf_counter() - start
-        bits = {"ideal": _mean(c.ideal_bits), "estimated": _mean(c.estimated_bits),
-                "actual": codec.actual_bits(c, data), "file": _mean(c.file_bits)}
+        rates = codec.rates(c, data)
         for decode in s.decodes_for(codec):
             start = time.perf_counter()
             y = codec.decompress_file(data, **({} if decode == "default" else {"decode": decode}))
             seconds = encode_seconds + time.perf_counter() - start
             p = {"model": series, "codec": codec.name, "kind": codec.kind, "mode": codec.mode,
-                 "decode": None if decode == "default" else decode, "rate_setting": c.rate_setting,
-                 **rate_fields(bits, codec.image_shape)}
+                 "decode": None if decode == "default" else decode, "rate_setting": c.rate_setting, **rates}
             p.update(measure(y))
             p.update(images=len(y), seconds=float(seconds),
                      recon_png=png_b64(to_uint8(y[:8])) if measure.images else None)

@@ -1,8 +1,9 @@
-"""The results of ``ldcodec evaluate``: schema, rate fields, validation and (atomic) writing.
+"""The results of ``ldcodec evaluate``: schema, validation and (atomic) writing.
 
 The schema (``ldcodec.results/2``) is documented in ``docs/results-schema.md``; every point's rate
-fields come from :func:`ldcodec.metrics.rate.rate_fields`, the one place that turns bits per image into bpp and bits
-per dimension. Rates, per image:
+fields come from :meth:`ldcodec.codecs.base.Codec.rates` through
+:func:`ldcodec.metrics.rate.rate_fields`, the one place that turns bits per image into bpp and
+bits per dimension. Rates, per image:
 
 - ``bits_ideal``: the model's ideal rate where the codec defines one (else null);
 - ``bits_estimated``: what the codec's densities promise (null for codecs without densities);
@@ -22,7 +23,6 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from ldcodec.errors import LdcodecError
-from ldcodec.metrics.rate import rate_fields  # noqa: F401 (the points' rate fields)
 
 SCHEMA = "ldcodec.results/2"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -28,6 +28,7 @@ import torch
 
 from ldcodec.codecs import container
 from ldcodec.errors import LdcodecError
+from ldcodec.metrics.rate import rate_fields
 
 
 @dataclass
@@ -115,6 +116,15 @@ class Codec(abc.ABC):
     def actual_bits(c: Compressed, data: bytes) -> float:
         """Bits per image of ``c`` framed as ``data``: its share of one file holding the whole batch."""
         return 8.0 * len(data) / c.count
+
+    def rates(self, c: Compressed, data: bytes) -> dict[str, float | None]:
+        """The mean ideal, estimated, actual and file rates of ``c`` framed as ``data``, in bits, bpp and
+        bits/dim (:func:`ldcodec.metrics.rate.rate_fields`; ``None`` where the codec has no such rate)."""
+        def mean(bits):
+            return None if bits is None else float(np.mean(bits))
+
+        return rate_fields({"ideal": mean(c.ideal_bits), "estimated": mean(c.estimated_bits),
+                            "actual": self.actual_bits(c, data), "file": mean(c.file_bits)}, self.image_shape)
 
     def check_images(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` if it is a non-empty ``(N, *image_shape)`` batch, else a one-line ``LdcodecError``."""
