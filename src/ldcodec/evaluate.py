@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .codecs import baselines, decode_names, get_codec, model_codec
+from .codecs import CODECS, baselines, decode_names, get_codec, model_codec
 from .codecs.base import Codec
 from .data import load_split, to_tensor, to_uint8
 from .errors import LdcodecError
@@ -210,6 +210,9 @@ def evaluate(checkpoint: str | None, dataset: str | None, split: str, limit: int
     from .checkpoint import load_model
     from .metrics.features import evaluation_classifier
 
+    unknown = sorted(set(settings.rates) - set(CODECS))
+    if unknown:
+        raise LdcodecError(f"rate settings for unknown codec(s) {', '.join(unknown)}; codecs: {', '.join(CODECS)}")
     device = settings.device
     head = {"schema": SCHEMA, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "machine": f"{platform.machine()} {'GPU' if device.startswith('cuda') else 'CPU'}, torch {torch.__version__}",
