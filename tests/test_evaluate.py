@@ -137,3 +137,19 @@ def test_learned_baselines_train_once_per_lambda_and_sweep():
         ("factorized", "learned", {"lambda": 0.01}), ("factorized", "learned", {"lambda": 0.05})]
     for p in r["points"]:
         assert p["bits_file"] >= p["bits_actual"] >= 0.98 * p["bits_estimated"] - 8
+
+
+def test_a_perfect_reconstruction_scores_exactly_the_noise_floor():
+    """Estimates and floors share the split and the sample sizes: reconstructions equal to the
+    originals get the floor's value from every estimator (with N vs N against N/2 vs N/2 they did not)."""
+    from ldcodec.evaluate import Measure
+
+    x, y = load_split("mnist", "train", limit=256)
+    clf = train_classifier(to_tensor(x), torch.from_numpy(y), epochs=1, max_steps=5, progress=False)
+    images = to_tensor(load_split("mnist", "test", limit=64)[0])
+    measure = Measure(images, None, clf, Settings(perception=("fid", "kid", "knn_kl", "f_js"), critic_steps=10),
+                      images=True)
+    floor, scores = measure.noise_floor(), measure(images)["perception"]
+    assert set(scores) == set(floor) == {"fid", "kid", "knn_kl", "f_js"}
+    for k in scores:
+        assert scores[k] == floor[k], k

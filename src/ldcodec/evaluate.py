@@ -137,13 +137,13 @@ def codec_points(label: str, codec: Codec, measure: Measure, s: Settings) -> lis
         c = codec.compress(measure.x, rate)
         data = codec.frame(c)
         encode_seconds = time.perf_counter() - start
-        rates = codec.rates(c, data)
+        fields = codec.rates(c, data)
         for decode in s.decodes_for(codec):
             start = time.perf_counter()
             y = codec.decompress_file(data, **({} if decode == "default" else {"decode": decode}))
             seconds = encode_seconds + time.perf_counter() - start
             p = {"model": series, "codec": codec.name, "kind": codec.kind, "mode": codec.mode,
-                 "decode": None if decode == "default" else decode, "rate_setting": c.rate_setting, **rates}
+                 "decode": None if decode == "default" else decode, "rate_setting": c.rate_setting, **fields}
             p.update(measure(y))
             p.update(images=len(y), seconds=float(seconds),
                      recon_png=png_b64(to_uint8(y[:8])) if measure.images else None)
