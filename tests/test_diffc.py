@@ -23,7 +23,7 @@ D, N = 16, 200
 
 
 def gaussian_codec(dim: int = D, ratio: float = 0.8) -> tuple[DiffC, np.ndarray]:
-    from ldcodec.evaluate import _ExactGaussianModel
+    from ldcodec.metrics.gaussian_model import ExactGaussianModel as _ExactGaussianModel
 
     var = np.array(GaussianSource.geometric(dim, ratio).variances)
     cfg = Config()

@@ -30,7 +30,6 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .autoencoder import Posterior
 from .codec import DECODES, Codec
 from .config import Config
 from .data import load_split, to_tensor, to_uint8
@@ -202,35 +201,7 @@ def learned_points(dataset: str, data_root, images: np.ndarray, measure: Measure
     return points
 
 
-class _Identity(torch.nn.Module):
-    """Identity "autoencoder" of the Gaussian source: ``(N, 1, 1, d)`` <-> ``(N, d)``."""
-
-    def encode(self, x: torch.Tensor) -> Posterior:
-        return Posterior(x.flatten(1), None)
-
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return z.reshape(len(z), 1, 1, -1)
-
-
-class _ExactGaussianModel(torch.nn.Module):
-    """The Gaussian source as a "model" for the codec: identity autoencoder, exact diffusion prior.
-
-    Mode U on it is DiffC with the true score, so its points test the rate accounting against
-    ``R(D)``. Images are ``(N, 1, 1, d)``; latents ``(N, d)``.
-    """
-
-    def __init__(self, variances: np.ndarray, cfg: Config):
-        super().__init__()
-        from .diffusion.prior import DiffusionPrior
-        from .diffusion.processes import make_process
-        from .nets.denoisers import GaussianDenoiser
-
-        d = len(variances)
-        process = make_process("vp")
-        std = torch.tensor(np.sqrt(variances), dtype=torch.float64)
-        self.prior = DiffusionPrior(process, GaussianDenoiser(process, 0.0, std), (d,), mixed=False)
-        self.cfg, self.image_shape, self.latent_shape = cfg, (1, d, 1), (d,)
-        self.ae = _Identity()
+from .metrics.gaussian_model import ExactGaussianModel as _ExactGaussianModel  # noqa: E402
 
 
 def gaussian_results(dim: int, ratio: float, n: int, s: Settings, coding_steps: int, progress: bool) -> dict:
