@@ -34,15 +34,15 @@ def main() -> None:
     p.add_argument("--ratio", type=float, default=0.95)
     p.add_argument("-n", type=int, default=200)
     p.add_argument("--t", default="0.35,0.2,0.1,0.05")
-    p.add_argument("--budget", type=int, default=diffc.BUDGET_BITS, help="chunk budget, bits")
-    p.add_argument("--pad", type=int, default=pfr.PAD, help="log2 candidates beyond the budget")
+    p.add_argument("--budget", type=int, default=12, help="codec.max_chunk_bits: chunk budget, bits")
+    p.add_argument("--pad", type=int, default=pfr.DEFAULT_PAD, help="codec.pad: log2 candidates beyond the budget")
     p.add_argument("--out", required=True)
     a = p.parse_args()
     torch.set_num_threads(1)
-    diffc.BUDGET_BITS, pfr.PAD = a.budget, a.pad
     var = np.array(GaussianSource.geometric(a.dim, a.ratio).variances)
     cfg = Config()
     cfg.data.dataset = "gaussian"
+    cfg.codec.max_chunk_bits, cfg.codec.pad = a.budget, a.pad
     model = ExactGaussianModel(var, cfg)
     codec = diffc.DiffC(model, diffc.load_or_build_tables(model))
     x = GaussianSource(tuple(var)).sample(a.n, seed=0).view(a.n, *codec.image_shape)

@@ -137,3 +137,66 @@ def test_golden_stream_keeps_decoding():
     y = codec.decompress(params, payload, count)
     want = np.load(GOLDEN / "diffc-gauss16.npy")
     np.testing.assert_allclose(y.numpy(), want, atol=1e-5)
+
+
+# -- trained cells: both latent ranks ----------------------------------------------------------
+
+@pytest.fixture(scope="module", params=["mnist-mlp-ddpm-uncond-gauss", "mnist-cnn-sde-uncond-delta"])
+def trained(request, tmp_path_factory):
+    from conftest import REPO, tiny_config
+
+    from ldcodec.checkpoint import load_model
+    from ldcodec.data import load_split, to_tensor
+    from ldcodec.train import train
+
+    run = tmp_path_factory.mktemp(request.param)
+    train(tiny_config(REPO / "configs" / "grid" / f"{request.param}.yaml", "train.steps=20"), run, progress=False)
+    model, _, _ = load_model(run)
+    codec = DiffC(model, load_or_build_tables(model, run))
+    assert (run / "coding-tables.safetensors").is_file()
+    x = to_tensor(load_split("mnist", "test", None, limit=6)[0])
+    return run, codec, x
+
+
+def test_trained_round_trip_every_decode(trained):
+    run, codec, x = trained
+    c = codec.compress(x, {"t_stop": 0.5})
+    assert c.ideal_bits.shape == c.estimated_bits.shape == (len(x),)
+    for decode in codec.decodes:
+        y = codec.decompress(c.params, c.payload, c.count, decode=decode)
+        assert y.shape == x.shape and float(y.min()) >= 0 and float(y.max()) <= 1
+        assert torch.equal(y, codec.decompress(c.params, c.payload, c.count, decode=decode))
+    # the tables file is reused: a fresh codec has the same model id and decodes the same
+    from ldcodec.checkpoint import load_model
+
+    model, _, _ = load_model(run)
+    again = DiffC(model, load_or_build_tables(model, run))
+    assert again.model_id() == codec.model_id()
+    assert torch.equal(again.decompress(c.params, c.payload, c.count), codec.decompress(c.params, c.payload, c.count))
+
+
+def test_trained_bits_budget_and_default_rate(trained):
+    _, codec, x = trained
+    low, high = (codec.compress(x, {"bits": b}) for b in (20, 200))
+    assert low.estimated_bits.mean() < high.estimated_bits.mean()
+    default = codec.compress(x)  # a documented default stop time, not an error
+    assert default.rate_setting["t_stop"] == pytest.approx(0.3, rel=0.1)
+    with pytest.raises(LdcodecError):
+        codec.compress(x, {"t_stop": 1.5})
+    with pytest.raises(LdcodecError):
+        codec.compress(x[:, :, :20])
+
+
+def test_plans_are_integer_functions_of_the_tables(trained):
+    _, codec, _ = trained
+    for stop in (10, 64, 128):
+        plan = codec.plan(stop, None)
+        flat = lambda p: [(a, b, [(d.tolist(), e) for d, e in ch]) for a, b, ch in p]  # noqa: E731
+        assert flat(plan) == flat(codec.plan(stop, None))
+        levels = [a for a, _, _ in plan] + [plan[-1][1]]
+        assert levels[0] == 0 and levels[-1] == stop and levels == sorted(set(levels))
+        for a, b, chunks in plan:
+            dims = np.sort(np.concatenate([d for d, _ in chunks]))
+            assert np.array_equal(dims, np.arange(codec.dims))  # every dim in exactly one chunk
+            for d, e in chunks:
+                assert len(d) == 1 or e <= codec.budget << 10  # a chunk over budget is a single dim

@@ -101,8 +101,9 @@ class TrainConfig:
 class CodecConfig:
     """Compression settings (mode U reverse channel coding)."""
 
-    coding_steps: int = 4  # mode U: coded steps of the chain from t = 1 down to the stop time
-    max_chunk_bits: int = 8  # reverse channel coding: largest KL of one chunk, bits (encoder cost ~ d 2^(bits+6))
+    coding_steps: int = 0  # mode U: coded steps from t = 1 to the stop time (0: about one per 48 expected bits)
+    max_chunk_bits: int = 12  # mode U: largest expected KL of one PFR chunk, bits (encoder cost ~ d 2^(bits+pad))
+    pad: int = 6  # mode U: log2 candidates per chunk beyond its expected KL (exactness vs encoder time)
 
 
 SECTIONS: dict[str, type] = {

@@ -43,7 +43,6 @@ from ldcodec.diffusion.decodes import DECODES, decode_latent
 from ldcodec.diffusion.samplers import denoise
 from ldcodec.errors import LdcodecError
 
-BUDGET_BITS = 12  # largest expected KL of one chunk
 STEP_BITS = 48  # automatic coding steps: about this many expected bits per step
 MAX_STEPS = 64
 DEFAULT_T = 0.3  # stop time when neither t_stop nor bits is given
@@ -80,6 +79,10 @@ class DiffC(Codec):
             raise LdcodecError(f"coding tables for {tables.dims} dims do not fit a {self.dims}-dim latent")
         h, w, c = model.image_shape
         self.image_shape = (c, h, w)
+        self.budget, self.pad = int(model.cfg.codec.max_chunk_bits), int(model.cfg.codec.pad)
+        if not (1 <= self.budget <= 20 and 0 <= self.pad <= pfr.MAX_PAD):
+            raise LdcodecError(f"codec.max_chunk_bits = {self.budget} and codec.pad = {self.pad} must lie in 1..20 "
+                               f"and 0..{pfr.MAX_PAD}")
         self._id = _model_id(model, tables)
         self.key = cand.stream_key(self._id)
 
@@ -104,6 +107,7 @@ class DiffC(Codec):
         return max(self.tables.level_of_time(t), 1)
 
     def _steps(self, stop: int, steps: int | None) -> int:
+        steps = steps if steps is not None else (self.model.cfg.codec.coding_steps or None)
         if steps is None:
             return int(min(max(round(self.tables.expected_bits(stop) / STEP_BITS), 1), MAX_STEPS))
         if not 1 <= steps <= MAX_STEPS:
@@ -112,8 +116,8 @@ class DiffC(Codec):
 
     def plan(self, stop: int, steps: int | None) -> list[tuple[int, int, list[tuple[np.ndarray, int]]]]:
         """``[(level a, level b, chunks), ...]`` of the chain to level ``stop`` (integers only)."""
-        levels = self.tables.grid(stop, self._steps(stop, steps), BUDGET_BITS)
-        return [(a, b, self.tables.chunks(a, b, BUDGET_BITS)) for a, b in zip(levels[:-1], levels[1:])]
+        levels = self.tables.grid(stop, self._steps(stop, steps), self.budget)
+        return [(a, b, self.tables.chunks(a, b, self.budget)) for a, b in zip(levels[:-1], levels[1:])]
 
     # -- the contract -------------------------------------------------------------------------
     @torch.no_grad()
@@ -161,7 +165,7 @@ class DiffC(Codec):
         plan = plan if max_steps is None else plan[:max_steps]
         decoder = entropy.decoder_from_trimmed(payload)
         try:
-            indices = [[pfr.read_indices(decoder, count, e / 2**10, pfr.log2_candidates(e / 2**10))
+            indices = [[pfr.read_indices(decoder, count, e / 2**10, self._log2_n(e))
                         for _, e in chunks] for _, _, chunks in plan]
         except (ValueError, AssertionError, RuntimeError) as err:
             raise LdcodecError(f"damaged mode U payload ({err.__class__.__name__}); the stream is corrupt") from None
@@ -177,6 +181,9 @@ class DiffC(Codec):
         return torch.cat(out) if out else torch.zeros(0, *self.image_shape)
 
     # -- the chain ----------------------------------------------------------------------------
+    def _log2_n(self, expected: int) -> int:
+        return pfr.log2_candidates(expected / 2**10, self.pad)
+
     def _z1(self, rows: range) -> torch.Tensor:
         """``z_1`` of each image: candidate 0 of step 0, chunk = image index (format-defined)."""
         return torch.cat([cand.candidates(self.key, 0, j, 0, 1, self.dims, device=self.device)
@@ -200,7 +207,7 @@ class DiffC(Codec):
             mu_p, mu_q = base + c0 * z0_hat, base + c0 * z0
             step = []
             for c, (dims, e) in enumerate(chunks):
-                d, ln, key = torch.from_numpy(dims).to(self.device), pfr.log2_candidates(e / 2**10), _step_key(a, b)
+                d, ln, key = torch.from_numpy(dims).to(self.device), self._log2_n(e), _step_key(a, b)
                 alpha, beta = pfr.weights(mu_q[:, d], mu_p[:, d], var_q, var_p[d])
                 index = pfr.select(self.key, key, c, ln, alpha, beta, images, generator)
                 kl += pfr.kl_bits(mu_q[:, d], mu_p[:, d], var_q, var_p[d]).cpu()
@@ -222,14 +229,14 @@ class DiffC(Codec):
             for c, ((dims, e), index) in enumerate(zip(chunks, step)):
                 d = torch.from_numpy(dims).to(self.device)
                 mu_p[:, d] = pfr.sample(self.key, _step_key(a, b), c, torch.from_numpy(index), images,
-                                        pfr.log2_candidates(e / 2**10), mu_p[:, d], var_p[d])
+                                        self._log2_n(e), mu_p[:, d], var_p[d])
             z = mu_p
         return z
 
     def _write(self, encoder, plan, indices, rows: slice) -> None:
         for (_, _, chunks), step in zip(plan, indices):
             for (_, e), index in zip(chunks, step):
-                pfr.write_indices(encoder, index[rows], e / 2**10, pfr.log2_candidates(e / 2**10))
+                pfr.write_indices(encoder, index[rows], e / 2**10, self._log2_n(e))
 
     @torch.no_grad()
     def ideal_bits(self, z0: torch.Tensor, stop: int, generator: torch.Generator) -> np.ndarray:

@@ -44,7 +44,8 @@ import torch
 from ldcodec.coding import candidates as cand
 from ldcodec.coding import entropy
 
-PAD = 6  # candidates per chunk: 2^(ceil(expected KL) + PAD)
+DEFAULT_PAD = 6  # candidates per chunk: 2^(ceil(expected KL) + pad)
+MAX_PAD = 10
 MAX_LOG2_CANDIDATES = 22
 MIN_LOG2_CANDIDATES = 10
 ROWS = 1 << 13  # candidates scored per matrix product
@@ -53,10 +54,10 @@ TABLE_PRECISION = 16
 Tensor = torch.Tensor
 
 
-def log2_candidates(expected_bits: float) -> int:
+def log2_candidates(expected_bits: float, pad: int = DEFAULT_PAD) -> int:
     """``log2 N`` for a chunk of ``expected_bits`` expected KL (at least ``MIN_LOG2_CANDIDATES``, so
     that the images of a file rarely share a codebook row in low-KL chunks)."""
-    return int(min(max(math.ceil(expected_bits - 1e-9) + PAD, MIN_LOG2_CANDIDATES), MAX_LOG2_CANDIDATES))
+    return int(min(max(math.ceil(expected_bits - 1e-9) + pad, MIN_LOG2_CANDIDATES), MAX_LOG2_CANDIDATES))
 
 
 def weights(mu_q: Tensor, mu_p: Tensor, var_q: float, var_p: Tensor) -> tuple[Tensor, Tensor]:

@@ -145,12 +145,13 @@ class CodingTables:
         return int(np.argmin(np.abs(self.t - t) / self.t))
 
     def level_of_bits(self, bits: float, overhead) -> int:
-        """The deepest level whose expected cost ``expected_bits + overhead(level)`` is at most ``bits``."""
-        best = 1
-        for level in range(1, LEVELS + 1):
-            if self.expected_bits(level) + overhead(level) <= bits:
-                best = level
-        return best
+        """The deepest level whose predicted cost ``expected_bits + overhead(level)`` is at most ``bits``
+        (bisection: the cost grows with the level); level 1 if none is."""
+        lo, hi = 1, LEVELS
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            lo, hi = (mid, hi) if self.expected_bits(mid) + overhead(mid) <= bits else (lo, mid - 1)
+        return lo
 
     def grid(self, stop: int, steps: int, max_dim_bits: int) -> list[int]:
         """Levels ``0 = g_0 < ... < g_K = stop`` with equal expected bits per step.
