@@ -1,1 +1,10 @@
+"""Entropy coding: exact range coding from integer tables (``entropy``), learned densities
+(``entropy_models``), reverse channel coding (``rcc``) and the stream format (``bitstream``).
 
+Importing the package runs the known-answer check of the range coder once
+(:func:`~ldcodec.coding.coder_check.check_coder`): a constriction that codes differently fails here.
+"""
+
+from ldcodec.coding.coder_check import check_coder
+
+check_coder()
