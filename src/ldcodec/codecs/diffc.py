@@ -43,7 +43,7 @@ from ldcodec.diffusion.decodes import DECODES, decode_latent
 from ldcodec.diffusion.samplers import denoise
 from ldcodec.errors import LdcodecError
 
-STEP_BITS = 48  # automatic coding steps: about this many expected bits per step
+STEP_BITS = 16  # automatic coding steps: about one per this many expected (ideal) bits
 MAX_STEPS = 64
 DEFAULT_T = 0.3  # stop time when neither t_stop nor bits is given
 TABLE_LATENTS = 2048  # training latents behind the coding tables
@@ -123,7 +123,7 @@ class DiffC(Codec):
     @torch.no_grad()
     def compress(self, x: torch.Tensor, rate: dict | None = None) -> Compressed:
         """Images ``(N, C, H, W)`` -> one payload. ``rate``: ``t_stop`` or ``bits`` (per image,
-        predicted from the tables), ``coding_steps`` (default: about one per 48 expected bits),
+        predicted from the tables), ``coding_steps`` (default: about one per 16 expected bits),
         ``decode`` (the default decode written in the params)."""
         rate = dict(rate or {})
         self._check_images(x)

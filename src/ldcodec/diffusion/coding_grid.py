@@ -169,7 +169,7 @@ class CodingTables:
         limit = max_dim_bits << FRAC_BITS
 
         def split(a: int, b: int) -> list[int]:
-            if b - a > 1 and int((self.bits[b] - self.bits[a]).max()) > limit:
+            if b - a > 1 and int(self.step_bits(a, b).max()) > limit:
                 m = (a + b) // 2
                 return split(a, m) + split(m, b)
             return [b]
@@ -179,14 +179,26 @@ class CodingTables:
             out += split(a, b)
         return out
 
+    def step_bits(self, a: int, b: int) -> np.ndarray:
+        """Expected KL per dim of the coded step ``a -> b`` (int64, ``2^-FRAC_BITS`` bits):
+        ``1/2 log2(1 + (SNR_b - SNR_a) v_i(a))``, what the Analytic-DPM step costs on average.
+
+        For a learned prior this is well above the fine-level sum ``bits[b] - bits[a]`` (the
+        continuous ideal) when the step is coarse; for the exact Gaussian source they agree. It is
+        computed by :func:`fixed_log2` from one float64 product, so every IEEE-754 machine gets the
+        same integers.
+        """
+        return fixed_log2(1.0 + (self.snr[b] - self.snr[a]) * self.mse[a]) // 2
+
     def chunks(self, a: int, b: int, budget_bits: int) -> list[tuple[np.ndarray, int]]:
         """Chunk plan of the step ``a -> b``: ``[(dims, expected bits x 2^FRAC_BITS), ...]``.
 
-        First-fit decreasing packing of the dims, by their expected bits in this step, into chunks
-        of at most ``budget_bits`` (a dim above the budget is a chunk of its own). Integers only;
-        ties are broken by dim index, so the plan is identical on every machine.
+        First-fit decreasing packing of the dims, by their expected bits in this step
+        (:meth:`step_bits`), into chunks of at most ``budget_bits`` (a dim above the budget is a
+        chunk of its own). Integers only; ties are broken by dim index, so the plan is identical
+        on every machine.
         """
-        e = (self.bits[b] - self.bits[a]).astype(np.int64)
+        e = self.step_bits(a, b)
         order = np.lexsort((np.arange(len(e)), -e))
         cap = budget_bits << FRAC_BITS
         bins: list[list[int]] = []
@@ -201,6 +213,20 @@ class CodingTables:
                 bins.append([i])
                 load.append(int(e[i]))
         return [(np.array(sorted(dims), dtype=np.int64), used) for dims, used in zip(bins, load)]
+
+
+def fixed_log2(y: np.ndarray) -> np.ndarray:
+    """``floor(2^FRAC_BITS log2 y)`` for ``y >= 1`` (int64), by the exponent and repeated squaring of
+    the mantissa: only ``frexp`` and correctly rounded products, identical on every IEEE-754
+    machine (``np.log2`` is not guaranteed to be)."""
+    m, e = np.frexp(np.asarray(y, dtype=np.float64))  # y = m 2^e, m in [0.5, 1)
+    m, out = 2.0 * m, (e - 1).astype(np.int64) << FRAC_BITS  # m in [1, 2)
+    for k in range(FRAC_BITS - 1, -1, -1):
+        m = m * m
+        big = m >= 2.0
+        out += big.astype(np.int64) << k
+        m = np.where(big, 0.5 * m, m)
+    return out
 
 
 def step_densities(process: NoiseProcess, tables: CodingTables, a: int, b: int, dtype=torch.float64):
