@@ -27,7 +27,7 @@ def bench(run: str, data_root, n: int, bpp: float, t_values: list[float], device
     if chunk_bits is not None:
         cfg.codec.max_chunk_bits = chunk_bits
     x = to_tensor(load_split(cfg.data.dataset, "test", data_root, limit=n)[0])
-    codec = model_codec(model, device=device)
+    codec = model_codec(model, run, device=device, data_root=data_root)
     _, h, w = codec.image_shape
     settings = [{"bits": bpp * h * w}] + [{"t_stop": t} for t in t_values] if codec.mode == "U" else [{}]
     for kw in settings:

@@ -47,7 +47,7 @@ for cell in ["cifar10-cnn-ddpm-uncond-gauss", "cifar10-cnn-ddpm-cond-gauss"]:
         shutil.copy(ckpt / f, dst / f)
     shutil.copy(run / "metrics.jsonl", dst / "metrics.jsonl")
     model, cfg, _ = load_model(run, device="cuda")
-    codec = model_codec(model, device="cuda")
+    codec = model_codec(model, run, device="cuda", data_root=".devdata")
     n = 2000 if codec.mode == "C" else 200
     kw = {} if codec.mode == "C" else {"t_stop": 0.3}
     for dec in ("mse", "flow"):

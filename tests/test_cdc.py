@@ -49,7 +49,7 @@ def test_actual_bits_match_the_estimate(codecs, images, name):
     actual = codec.actual_bits(c, codec.frame(c))
     estimate = c.estimated_bits.mean()
     assert estimate >= 100
-    framing = (container.file_bits(0, len(c.params), len(images)) + 8 * len(images)) / len(images)
+    framing = (8 * container.file_bytes(0, len(c.params), len(images)) + 8 * len(images)) / len(images)
     excess = actual - (estimate + framing)
     assert -0.01 * estimate <= excess <= 0.1 * (estimate + framing)
 

@@ -82,8 +82,8 @@ def torch_threads(n: int):
 
 # -- agreement with the API ------------------------------------------------------------------
 
-@pytest.mark.parametrize("name, rate", [("mlp-U", ["--t", "0.4"]), ("cnn-U", ["--bits", "250"]), ("mlp-C", []),
-                                        ("cnn-C", [])])
+@pytest.mark.parametrize("name, rate", [("mlp-U", ["--t", "0.4"]), ("mlp-U", []), ("cnn-U", ["--bits", "250"]),
+                                        ("mlp-C", []), ("cnn-C", [])])
 def test_cli_matches_the_api(runs, codecs, pixels, tmp_path, capsys, name, rate):
     folder = png_folder(tmp_path / "in", pixels)
     stream = tmp_path / "s.ldc"
@@ -147,9 +147,10 @@ def test_images_of_the_wrong_size_exit_2(runs, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("name, rate, match", [
-    ("mlp-C", ["--t", "0.5"], "mode C"), ("cnn-C", ["--bits", "200"], "mode C"), ("mlp-U", [], "--t T"),
-    ("cnn-U", ["--t", "1.5"], "outside"), ("mlp-U", ["--t", "0.99999999"], "float32"),
+    ("mlp-C", ["--t", "0.5"], "mode C"), ("cnn-C", ["--bits", "200"], "mode C"),
+    ("cnn-U", ["--t", "1.5"], "outside"), ("mlp-U", ["--t", "1.0"], "outside"),
     ("mlp-U", ["--bits", "nan"], "positive"), ("mlp-U", ["--bits", "-3"], "positive"),
+    ("mlp-U", ["--coding-steps", "65"], "coding-steps"),
 ])
 def test_bad_rate_settings_exit_2(runs, pixels, tmp_path, capsys, name, rate, match):
     np.savez(tmp_path / "in.npz", images=pixels)

@@ -7,7 +7,7 @@ import torch
 
 from ldcodec.data import load_split, to_tensor
 from ldcodec.errors import LdcodecError
-from ldcodec.evaluate import Settings, evaluate
+from ldcodec.evaluate import THEORY_MIN_BITS, Settings, evaluate
 from ldcodec.metrics import rate
 from ldcodec.metrics.features import save_classifier, train_classifier
 from ldcodec.metrics.gaussian_source import rate_distortion
@@ -22,17 +22,23 @@ POINT_KEYS = {"model", "codec", "kind", "mode", "decode", "rate_setting", "mse",
 
 
 def test_gaussian_source_points_respect_shannon_bound():
-    rates = [{"t_stop": t, "coding_steps": k} for k in (2, 4) for t in (0.5, 0.2)]
+    rates = [{"t_stop": t, "coding_steps": k} for k in (1, 2) for t in (0.5, 0.2)]
     s = Settings(rates={"diffc": rates}, perception=(), progress=False)
     r = evaluate(None, "gaussian", "test", 32, None, None, s, gaussian=(8, 0.7))
     assert r["schema"] == SCHEMA and len(r["points"]) == 12
-    assert {p["model"] for p in r["points"]} == {"diffc-exact coding_steps=2", "diffc-exact coding_steps=4"}
+    assert {p["model"] for p in r["points"]} == {"diffc-exact coding_steps=1", "diffc-exact coding_steps=2"}
     var = r["rd_bound"]["variances"]
     for p in r["points"]:
-        assert set(p) == POINT_KEYS and p["codec"] == "diffc" and p["mode"] == "U"
+        assert set(p) == POINT_KEYS | {"theory"} and p["codec"] == "diffc" and p["mode"] == "U"
         assert p["bits_actual"] >= rate_distortion(var, p["mse"])  # no point beats R(D)
-        assert p["bits_file"] >= p["bits_actual"] > p["bits_estimated"] > 0
+        assert p["bits_file"] >= p["bits_actual"] > p["bits_estimated"] > 0 and p["bits_ideal"] > 0
         assert p["bits_per_dim_actual"] == p["bpp_actual"] == p["bits_actual"] / 8  # d = 8 dims in one row
+        if p["decode"] == "mse" and p["bits_ideal"] >= THEORY_MIN_BITS:  # the theory check ran and passed
+            th = p["theory"]
+            assert th["actual"] == pytest.approx(p["bits_actual"]) and th["actual"] >= th["estimated"]
+        else:
+            assert p["theory"] is None
+    assert sum(p["theory"] is not None for p in r["points"]) == 2  # t = 0.2 (2.8 ideal bits) at both K
     assert all(0 < q["ratio"] for q in r["realism_mse_ratio"])
 
 
@@ -86,8 +92,8 @@ def test_bits_actual_is_the_framed_files_share(monkeypatch):
     seen = []
     real = container.write
 
-    def recording(c, model_id):
-        seen.append(real(c, model_id))
+    def recording(*args):
+        seen.append(real(*args))
         return seen[-1]
 
     monkeypatch.setattr(container, "write", recording)

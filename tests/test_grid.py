@@ -50,7 +50,7 @@ def test_cell_trains_and_loss_decreases(path):
 def check_codec_round_trip(model: LatentCodec, x: torch.Tensor) -> None:
     """The cell's model writes a real file and reads it back, with its mode's registered codec."""
     model.update_tables()
-    codec = model_codec(model)
+    codec = model_codec(model, None, data_root=model.cfg.data.root or None)
     c = codec.compress(x, codec.default_rates()[0])
     data = codec.frame(c)
     assert codec.mode == ("C" if model.cfg.cond.enabled else "U")

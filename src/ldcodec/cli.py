@@ -68,24 +68,10 @@ def cmd_sample(a: argparse.Namespace) -> None:
 
 
 def _read_images(path: str, shape: tuple[int, int, int]):
-    """INPUT of ``compress``: a PNG file, a folder of PNGs or an ``.npz`` shard -> uint8 NHWC, names."""
-    import numpy as np
+    """INPUT of ``compress``: a PNG file, a folder of PNGs or an ``.npz`` -> uint8 NHWC, names."""
+    from .data import load_images
 
-    from .data import check_images, load_png, load_png_folder
-
-    p = Path(path)
-    if p.is_dir():
-        return load_png_folder(p, shape)
-    if p.suffix == ".npz":
-        try:
-            with np.load(p) as z:
-                images = z["images"]
-        except (OSError, ValueError, KeyError) as e:
-            raise LdcodecError(f"{p}: not a shard with an 'images' array ({e})") from None
-        return check_images(images, shape, str(p)), [f"{i:06d}.png" for i in range(len(images))]
-    if not p.is_file():
-        raise LdcodecError(f"{p}: no such file or folder; INPUT is a .png, a folder of .png files or a .npz shard")
-    return load_png(p, shape)[None], [p.name]
+    return load_images(path, shape)
 
 
 def _load_codec(checkpoint: str, device: str):
@@ -94,7 +80,7 @@ def _load_codec(checkpoint: str, device: str):
     from .codecs import model_codec
 
     model, _, _ = load_model(checkpoint, device=device)
-    return model, model_codec(model, device=device)
+    return model, model_codec(model, checkpoint, device=device)
 
 
 def cmd_compress(a: argparse.Namespace) -> None:

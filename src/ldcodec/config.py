@@ -26,6 +26,15 @@ def _choice(default: str, *choices: str):
     return field(default=default, metadata={"choices": choices})
 
 
+def _num(default: int | float, lo: int | float, hi: int | float):
+    """A number valid in ``[lo, hi]``: the bounds keep a config (perhaps from a shared checkpoint)
+    from building an absurd model, e.g. a schedule of 10**12 steps allocated before anything else."""
+    return field(default=default, metadata={"range": (lo, hi)})
+
+
+SIZE = 2**16  # largest width, channel count or code size a config may ask for
+
+
 @dataclass
 class DataConfig:
     """Which images to train on."""
@@ -42,13 +51,13 @@ class ModelConfig:
     net: str = _choice("mlp", "mlp", "cnn")
     latent: str = _choice("gauss", "gauss", "delta")
     prior: str = _choice("diffusion", "diffusion", "normal")
-    latent_dim: int = 16  # MLP: size of the vector latent (B, d)
-    latent_channels: int = 4  # CNN: channels of the spatial latent (B, C, h, w)
-    hidden: int = 512  # MLP hidden width
-    depth: int = 2  # MLP hidden layers
-    channels: int = 64  # CNN base channels
-    downsample: int = 2  # CNN stride-2 stages: 28 -> 7 (MNIST), 32 -> 8 (CIFAR-10)
-    x_sigma: float = 0.1  # std of the Gaussian decoder p(x|z) on [0, 1] pixels (fixed variance)
+    latent_dim: int = _num(16, 1, SIZE)  # MLP: size of the vector latent (B, d)
+    latent_channels: int = _num(4, 1, SIZE)  # CNN: channels of the spatial latent (B, C, h, w)
+    hidden: int = _num(512, 1, SIZE)  # MLP hidden width
+    depth: int = _num(2, 1, 64)  # MLP hidden layers
+    channels: int = _num(64, 1, SIZE)  # CNN base channels
+    downsample: int = _num(2, 0, 8)  # CNN stride-2 stages: 28 -> 7 (MNIST), 32 -> 8 (CIFAR-10)
+    x_sigma: float = _num(0.1, 1e-6, 1e3)  # std of the Gaussian decoder p(x|z) on [0, 1] pixels (fixed variance)
     logvar_min: float = -12.0  # clamp of the Gaussian encoder's log-variance
 
 
@@ -58,14 +67,14 @@ class DiffusionConfig:
 
     family: str = _choice("ddpm", "sde", "ddpm")
     sde: str = _choice("vp", "vp", "subvp", "ve")  # used when family = sde
-    num_steps: int = 1000  # DDPM: discrete steps N
+    num_steps: int = _num(1000, 1, 10**6)  # DDPM: discrete steps N
     schedule: str = _choice("linear", "linear", "cosine")  # DDPM beta schedule
     weighting: str = _choice("likelihood", "likelihood", "unweighted")  # unweighted needs train.two_stage
     importance: str = _choice("log_snr", "log_snr", "normal", "uniform")  # sampling of t for the bound
     mixed: bool = True  # mixed score: N(0,I)^(1-a) p_theta^a
-    hidden: int = 512  # MLP denoiser width
-    depth: int = 3  # MLP denoiser depth
-    unet_channels: int = 64  # U-Net denoiser base channels
+    hidden: int = _num(512, 1, SIZE)  # MLP denoiser width
+    depth: int = _num(3, 1, 64)  # MLP denoiser depth
+    unet_channels: int = _num(64, 1, SIZE)  # U-Net denoiser base channels
 
 
 @dataclass
@@ -73,36 +82,37 @@ class CondConfig:
     """Mode C: the conditional diffusion decoder p_theta(z0 | y) and the sent code y."""
 
     enabled: bool = False
-    code_dim: int = 8  # MLP: size of the code y
-    code_channels: int = 2  # CNN: channels of the spatial code y
-    lam: float = 1.0  # weight of the code's rate (bits) in the loss
-    drop: float = 0.1  # condition dropout (classifier-free guidance)
+    code_dim: int = _num(8, 1, SIZE)  # MLP: size of the code y
+    code_channels: int = _num(2, 1, SIZE)  # CNN: channels of the spatial code y
+    lam: float = _num(1.0, 0.0, 1e6)  # weight of the code's rate (bits) in the loss
+    drop: float = _num(0.1, 0.0, 1.0)  # condition dropout (classifier-free guidance)
 
 
 @dataclass
 class TrainConfig:
     """Optimisation (AdamW, warm-up + cosine schedule, clipping, EMA)."""
 
-    steps: int = 20000
-    batch_size: int = 128
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    warmup: int = 500
-    grad_clip: float = 1.0
-    ema: float = 0.999
+    steps: int = _num(20000, 0, 10**9)
+    batch_size: int = _num(128, 1, SIZE)
+    lr: float = _num(1e-3, 0.0, 10.0)
+    weight_decay: float = _num(1e-4, 0.0, 10.0)
+    warmup: int = _num(500, 0, 10**9)
+    grad_clip: float = _num(1.0, 0.0, 1e6)
+    ema: float = _num(0.999, 0.0, 1.0)
     seed: int = 0
-    log_every: int = 50
-    ckpt_every: int = 1000
+    log_every: int = _num(50, 1, 10**9)
+    ckpt_every: int = _num(1000, 1, 10**9)
     two_stage: bool = False  # train the autoencoder first, then the prior on frozen latents
-    stage1_steps: int = 0  # two_stage: autoencoder-only steps
+    stage1_steps: int = _num(0, 0, 10**9)  # two_stage: autoencoder-only steps
 
 
 @dataclass
 class CodecConfig:
     """Compression settings (mode U reverse channel coding)."""
 
-    coding_steps: int = 4  # mode U: coded steps of the chain from t = 1 down to the stop time
-    max_chunk_bits: int = 8  # reverse channel coding: largest KL of one chunk, bits (encoder cost ~ d 2^(bits+6))
+    coding_steps: int = _num(0, 0, 64)  # mode U: coded steps from t = 1 to the stop time (0: about one per 16 expected bits)
+    max_chunk_bits: int = _num(12, 1, 20)  # mode U: largest expected KL of one PFR chunk, bits (encoder cost ~ d 2^(bits+pad))
+    pad: int = _num(6, 0, 10)  # mode U: log2 candidates per chunk beyond its expected KL (exactness vs encoder time)
 
 
 SECTIONS: dict[str, type] = {
@@ -129,6 +139,8 @@ class Config:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "config") -> Config:
+        if not isinstance(d, dict):
+            raise LdcodecError(f"{source}: a config must be a mapping of sections, got {type(d).__name__}")
         cfg = cls()
         for section, values in d.items():
             if section not in SECTIONS:
@@ -177,6 +189,9 @@ def _coerce(value: Any, typ: type, f: dataclasses.Field, name: str, source: str)
     choices = f.metadata.get("choices")
     if choices and value not in choices:
         raise LdcodecError(f"{source}: {name} = {value!r} is not valid; choose one of: {', '.join(choices)}")
+    lo, hi = f.metadata.get("range", (None, None))
+    if lo is not None and not lo <= value <= hi:  # also refuses NaN
+        raise LdcodecError(f"{source}: {name} = {value!r} is outside its valid range [{lo}, {hi}]")
     return float(value) if typ is float else value
 
 

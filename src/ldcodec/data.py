@@ -11,6 +11,8 @@ first 4000 training and 1000 test images of MNIST, CC BY-SA 3.0, see ``assets/RE
 from __future__ import annotations
 
 import os
+import sys
+import zipfile
 import zlib
 from pathlib import Path
 
@@ -104,33 +106,217 @@ def _builtin_test(shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
         return check_images(z["test_images"], shape, str(BUILTIN)), z["test_labels"].astype(np.int64)
 
 
+def _warn(text: str) -> None:
+    print(f"ldcodec: warning: {text}", file=sys.stderr)
+
+
+def load_images(path: str | os.PathLike, shape: tuple[int, int, int]) -> tuple[np.ndarray, list[str]]:
+    """Images to compress: a PNG file, a folder of PNGs or an ``.npz`` -> uint8 ``(N, *shape)``, names.
+
+    Conversions follow :func:`load_png` and :func:`load_npz_images`; each one made prints a
+    ``ldcodec: warning:`` line on stderr.
+    """
+    p = Path(path)
+    if p.is_dir():
+        return load_png_folder(p, shape)
+    if not p.is_file():
+        raise LdcodecError(f"{p}: no such file or folder; INPUT is a .png, a folder of .png files or a .npz file")
+    if p.suffix.lower() == ".npz":
+        images = load_npz_images(p, shape)
+        return images, [f"{i:06d}.png" for i in range(len(images))]
+    return load_png(p, shape)[None], [p.name]
+
+
 def load_png_folder(path: str | os.PathLike, shape: tuple[int, int, int] | None = None) -> tuple[np.ndarray, list[str]]:
-    """All ``*.png`` in a folder (sorted by name) as uint8 NHWC, with their file names."""
+    """All ``*.png`` files of a folder (any case, sorted by name) as uint8 NHWC, with their names.
+
+    Each file goes through :func:`load_png`; a conversion is reported once per kind, with the
+    number of files it applied to. Without ``shape`` the images must share one size and kind.
+    """
     folder = Path(path)
-    files = sorted(folder.glob("*.png"))
+    if not folder.is_dir():
+        raise LdcodecError(f"{folder} is not a folder of .png images")
+    entries = sorted(p for p in folder.iterdir() if p.is_file())
+    files = [p for p in entries if p.suffix.lower() == ".png"]
     if not files:
-        raise LdcodecError(f"{folder}: no .png images found")
-    return np.stack([load_png(f, shape) for f in files]), [f.name for f in files]
+        others = f" (it holds {len(entries)} other files, e.g. {entries[0].name})" if entries else " (it is empty)"
+        raise LdcodecError(f"{folder}: no .png images found{others}")
+    images, notes = [], {}
+    for f in files:
+        image, made = _read_png(f, shape)
+        images.append(image)
+        for note in made:
+            notes.setdefault(note, []).append(f.name)
+    for note, names in notes.items():
+        _warn(f"{folder}: {len(names)} of {len(files)} images ({', '.join(names[:3])}"
+              f"{', ...' if len(names) > 3 else ''}): {note}")
+    sizes = {im.shape for im in images}
+    if len(sizes) > 1:
+        first = images[0].shape
+        other = next(f for f, im in zip(files, images) if im.shape != first)
+        raise LdcodecError(f"{folder}: images differ in size or channels ({files[0].name} is "
+                           f"{_describe(first)}, {other.name} is {_describe(next(iter(sizes - {first})))}); "
+                           "a folder must hold images of one size")
+    return np.stack(images), [f.name for f in files]
 
 
 def load_png(path: str | os.PathLike, shape: tuple[int, int, int] | None = None) -> np.ndarray:
-    """One PNG as uint8 ``(H, W, C)``; ``shape`` checks size and converts the mode (L or RGB)."""
-    from PIL import Image, UnidentifiedImageError
+    """One image file (PNG, or any format Pillow reads) as uint8 ``(H, W, C)``.
 
+    ``shape`` ``(H, W, C)`` is what the model takes: another size is an error naming the file;
+    the pixels are converted to ``C`` channels as below. Every conversion that changes the
+    stored samples prints a ``ldcodec: warning:`` line (exact ones, such as a palette lookup or
+    a 1-bit image to 0/255, do not):
+
+    - 16-bit samples are scaled to 8 bits, never clipped: ``v >> 8`` (the high byte, which is
+      what Pillow does for 16-bit colour PNGs; an 8-bit value ``k`` stored as ``257 k`` comes
+      back as ``k``).
+    - Alpha (RGBA, LA, palette with transparency): fully opaque images just drop it; otherwise
+      the image is composited on black, ``round(c * alpha / 255)`` (transparent = no light,
+      as on MNIST's black background).
+    - EXIF orientation is applied (``ImageOps.exif_transpose``), so the model sees the picture
+      as a viewer shows it.
+    - Grayscale to an RGB model: the gray channel is copied to R, G and B.
+    - Colour to a grayscale model: ITU-R BT.601 luma ``Y = (299 R + 587 G + 114 B) / 1000``,
+      rounded; an image whose R, G and B are equal everywhere is taken exactly.
+
+    Other modes (CMYK, float, 32-bit integers beyond 16 bits, ...) are refused with a clear error.
+    """
+    image, notes = _read_png(path, shape)
+    for note in notes:
+        _warn(f"{path}: {note}")
+    return image
+
+
+BITS16 = "16-bit samples scaled to 8 bits (v >> 8, the high byte; not clipped)"
+ALPHA = "transparent pixels composited on black (colour * alpha / 255)"
+GRAY_TO_RGB = "grayscale image given to an RGB model: the gray channel is copied to R, G and B"
+RGB_TO_GRAY = "colour image given to a grayscale model: converted to ITU-R BT.601 luma (299 R + 587 G + 114 B) / 1000"
+
+
+def _read_png(path: str | os.PathLike, shape: tuple[int, int, int] | None) -> tuple[np.ndarray, list[str]]:
+    """``(H, W, C)`` uint8 and the notes of the conversions made (see :func:`load_png`)."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    notes = []
     try:
         with Image.open(path) as im:
+            if shape is not None and sorted(im.size) != sorted(shape[:2]):  # checked before decoding
+                _wrong_size(path, im.size, shape)
+            if im.mode.startswith("I;16") or any(";16" in str(tile.args) for tile in im.tile):
+                notes.append(BITS16)
             im.load()
-            if shape is not None:
-                if im.size != (shape[1], shape[0]):
-                    raise LdcodecError(f"{path}: image is {im.size[0]}x{im.size[1]}, the model needs "
-                                       f"{shape[1]}x{shape[0]}; resize or crop it first")
-                if im.mode not in ("L", "RGB", "RGBA", "P", "LA", "I;16", "I"):
-                    raise LdcodecError(f"{path}: unsupported image mode {im.mode}; save it as grayscale or RGB")
-                im = im.convert("L" if shape[2] == 1 else "RGB")
-            arr = np.asarray(im)
-    except (UnidentifiedImageError, OSError) as e:
+            orientation = im.getexif().get(0x0112, 1)
+            if orientation != 1:
+                im = ImageOps.exif_transpose(im)
+                notes.append(f"EXIF orientation {orientation} applied (the picture as a viewer shows it)")
+            if shape is not None and im.size != (shape[1], shape[0]):
+                _wrong_size(path, im.size, shape)
+            arr = _samples(im, path)
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
         raise LdcodecError(f"{path}: not a readable image ({e})") from None
+    if arr.shape[-1] in (2, 4):
+        arr = _drop_alpha(arr, notes)
+    return _fit_channels(arr, None if shape is None else shape[2], notes), notes
+
+
+def _wrong_size(path, size: tuple[int, int], shape: tuple[int, int, int]) -> None:
+    raise LdcodecError(f"{path}: image is {size[0]}x{size[1]}, the model needs {shape[1]}x{shape[0]}; "
+                       "resize or crop it first")
+
+
+def _samples(im, path) -> np.ndarray:
+    """A loaded Pillow image -> uint8 ``(H, W, C)``, ``C`` in 1 (L), 2 (LA), 3 (RGB), 4 (RGBA)."""
+    if im.mode in ("L", "RGB", "RGBA", "LA"):
+        arr = np.asarray(im)
+    elif im.mode == "1":
+        arr = np.asarray(im.convert("L"))
+    elif im.mode in ("P", "PA"):
+        alpha = im.mode == "PA" or "transparency" in im.info
+        arr = np.asarray(im.convert("RGBA" if alpha else "RGB"))
+    elif im.mode.startswith("I;16") or im.mode == "I":
+        wide = np.asarray(im).astype(np.int64)
+        if wide.size and (wide.min() < 0 or wide.max() > 65535):
+            raise LdcodecError(f"{path}: integer samples outside 0..65535 (min {wide.min()}, max {wide.max()}); "
+                               "save it as an 8- or 16-bit PNG")
+        arr = (wide >> 8).astype(np.uint8)
+    else:
+        raise LdcodecError(f"{path}: unsupported image mode {im.mode}; save it as an 8- or 16-bit grayscale "
+                           "or RGB(A) PNG")
     return arr[..., None] if arr.ndim == 2 else arr
+
+
+def _drop_alpha(arr: np.ndarray, notes: list[str]) -> np.ndarray:
+    """``(H, W, C + 1)`` with alpha last -> ``(H, W, C)``: dropped if opaque, else composited on black."""
+    colour, alpha = arr[..., :-1].astype(np.int64), arr[..., -1:].astype(np.int64)
+    if (alpha == 255).all():
+        return arr[..., :-1]
+    notes.append(ALPHA)
+    return ((colour * alpha + 127) // 255).astype(np.uint8)
+
+
+def _fit_channels(arr: np.ndarray, channels: int | None, notes: list[str]) -> np.ndarray:
+    """``(..., 1 or 3)`` uint8 -> ``(..., channels)`` by the documented conversions (``None``: unchanged)."""
+    have = arr.shape[-1]
+    if channels is None or have == channels:
+        return arr
+    if have == 1 and channels == 3:
+        notes.append(GRAY_TO_RGB)
+        return np.repeat(arr, 3, axis=-1)
+    if have == 3 and channels == 1:
+        r, g, b = (arr[..., i].astype(np.int64) for i in range(3))
+        if (r == g).all() and (g == b).all():
+            return arr[..., :1]
+        notes.append(RGB_TO_GRAY)
+        return ((299 * r + 587 * g + 114 * b + 500) // 1000).astype(np.uint8)[..., None]
+    raise LdcodecError(f"images have {have} channels, the model takes {channels}")
+
+
+def _describe(shape: tuple[int, ...]) -> str:
+    return f"{shape[1]}x{shape[0]} with {shape[2]} channel(s)"
+
+
+def load_npz_images(path: str | os.PathLike, shape: tuple[int, int, int]) -> np.ndarray:
+    """The ``images`` array of an ``.npz`` file -> uint8 ``(N, *shape)``.
+
+    Accepted: ``(N, H, W, C)`` or grayscale ``(N, H, W)``, of any integer dtype with values in
+    0..255 (cast exactly). Float, boolean or out-of-range values are refused with the range and
+    NaN count found (ldcodec does not guess whether floats mean [0, 1] or [0, 255]). Channels
+    are converted as in :func:`load_png`, with a warning. The file is read without pickle, so
+    it cannot run code.
+    """
+    h, w, c = shape
+    try:
+        z = np.load(path, allow_pickle=False)
+        if not isinstance(z, np.lib.npyio.NpzFile):
+            raise LdcodecError(f"{path}: a .npy array, not an .npz file with an 'images' array")
+        with z:
+            if "images" not in z.files:
+                raise LdcodecError(f"{path}: no 'images' array (found {', '.join(z.files) or 'none'})")
+            images = z["images"]
+    except (OSError, ValueError, zlib.error, EOFError, zipfile.BadZipFile) as e:
+        raise LdcodecError(f"{path}: not a readable .npz file with an 'images' array ({e})") from None
+    if images.dtype.kind not in "iu":
+        finite = images[np.isfinite(images)] if images.dtype.kind == "f" else images
+        found = f", range [{finite.min()}, {finite.max()}]" if images.dtype.kind in "fb" and finite.size else ""
+        nans = f", {int(np.isnan(images).sum())} NaN" if images.dtype.kind == "f" and np.isnan(images).any() else ""
+        raise LdcodecError(f"{path}: images are {images.dtype}{found}{nans}; ldcodec reads integers 0..255 "
+                           "(for floats in [0, 1]: np.round(x * 255).astype(np.uint8))")
+    if images.size and (images.min() < 0 or images.max() > 255):
+        raise LdcodecError(f"{path}: image values outside 0..255 (min {images.min()}, max {images.max()})")
+    if images.ndim == 3 and images.shape[1:] == (h, w):
+        images = images[..., None]
+    if images.ndim != 4 or images.shape[1:3] != (h, w) or images.shape[3] not in (1, 3):
+        hint = "; it looks like NCHW, transpose it to NHWC" if images.ndim == 4 and images.shape[2:] == (h, w) else ""
+        raise LdcodecError(f"{path}: images have shape {images.shape}, the model needs (N, {h}, {w}, {c}) "
+                           f"(or (N, {h}, {w}) grayscale){hint}")
+    if len(images) == 0:
+        raise LdcodecError(f"{path}: the 'images' array holds 0 images: nothing to compress")
+    notes = []
+    images = _fit_channels(images.astype(np.uint8), c, notes)
+    for note in notes:
+        _warn(f"{path}: {note}")
+    return images
 
 
 def save_png(image: np.ndarray, path: str | os.PathLike) -> None:

@@ -38,7 +38,7 @@ def compression_grid(checkpoint: str | Path, output: str | Path, t_values=(0.4, 
     model, cfg, _ = load_model(checkpoint, device=device)
     images, _ = load_split(cfg.data.dataset, "test", None, limit=n)
     x = to_tensor(images)
-    codec = model_codec(model, device=device)
+    codec = model_codec(model, checkpoint, device=device)
     rows = [images]
     for t in t_values:
         c = codec.compress(x, {"t_stop": t})

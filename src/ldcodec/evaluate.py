@@ -42,6 +42,7 @@ from .metrics import distortion, perception
 from .results import SCHEMA
 from .viz import png_b64
 
+THEORY_MIN_BITS = 1.0  # Gaussian source: ideal bits per vector from which the theory check runs
 PERCEPTION = ("fid", "kid", "knn_kl", "f_kl", "f_js", "f_tv", "f_chi2", "f_hellinger")
 
 
@@ -122,11 +123,12 @@ class Measure:
         return out
 
 
-def codec_points(label: str, codec: Codec, measure: Measure, s: Settings) -> list[dict]:
+def codec_points(label: str, codec: Codec, measure: Measure, s: Settings, check=None) -> list[dict]:
     """One codec's sweep: every rate setting, each decoded from its framed file by every decode.
 
     Rate keys after the first that vary across the sweep (e.g. mode U's ``coding_steps``) name
-    separate series ``LABEL key=value``.
+    separate series ``LABEL key=value``. ``check(c, data, y, decode)``, if given, is a theory check
+    of each point (it raises on a violation); what it returns is the point's ``theory``.
     """
     rates = s.rates_for(codec)
     varying = [k for k in dict.fromkeys(k for r in rates for k in list(r)[1:]) if len({r.get(k) for r in rates}) > 1]
@@ -147,6 +149,8 @@ def codec_points(label: str, codec: Codec, measure: Measure, s: Settings) -> lis
             p.update(measure(y))
             p.update(images=len(y), seconds=float(seconds),
                      recon_png=png_b64(to_uint8(y[:8])) if measure.images else None)
+            if check is not None:
+                p["theory"] = check(c, data, y, decode)
             points.append(p)
     return points
 
@@ -164,17 +168,30 @@ def realism_ratios(points: list[dict]) -> list[dict]:
     return out
 
 
-def gaussian_results(dim: int, ratio: float, n: int, s: Settings, coding_steps: int = 4) -> dict:
-    """DiffC with the exact prior on ``N(0, diag(ratio^i))``: points, ``R(D)`` curve, bound check."""
+def gaussian_results(dim: int, ratio: float, n: int, s: Settings) -> dict:
+    """DiffC with the exact prior on ``N(0, diag(ratio^i))``: points, ``R(D)`` curve and the theory
+    checks: every point against ``R(D)``, and each mse-decode point of at least ``THEORY_MIN_BITS``
+    ideal bits per vector (below, the Monte-Carlo noise of near-zero rates decides the
+    inequalities) against ``actual >= estimated >= ideal`` and ``MSE >= MMSE``
+    (:func:`~ldcodec.metrics.gaussian_source.check_diffc_point`, its numbers in the point's
+    ``theory``). A violation raises: it is an accounting or coding bug."""
     from .metrics.gaussian_model import ExactGaussianModel
-    from .metrics.gaussian_source import GaussianSource, check_point, rd_curve
+    from .metrics.gaussian_source import GaussianSource, check_diffc_point, check_point, rd_curve
 
     source = GaussianSource.geometric(dim, ratio)
     var = np.array(source.variances)
-    codec = model_codec(ExactGaussianModel(var, coding_steps))
+    codec = model_codec(ExactGaussianModel(var))
     x = source.sample(n, seed=s.seed).reshape(n, 1, 1, dim)
     measure = Measure(x, None, None, s, images=False)
-    points = codec_points("diffc-exact", codec, measure, s)
+
+    def theory(c, data, y, decode):
+        if decode != "mse" or c.ideal_bits.mean() < THEORY_MIN_BITS:
+            return None
+        mse = ((y - x) ** 2).flatten(1).mean(1).numpy()
+        snr = codec.tables.snr[c.rate_setting["level"]]
+        return check_diffc_point(var, snr, c.ideal_bits, c.estimated_bits, codec.actual_bits(c, data), mse).to_dict()
+
+    points = codec_points("diffc-exact", codec, measure, s, theory)
     for p in points:
         check_point(p["bits_actual"], p["mse"], var)
     grid_d = np.geomspace(var.min() * 1e-3, var.mean(), 60)
@@ -237,7 +254,7 @@ def evaluate(checkpoint: str | None, dataset: str | None, split: str, limit: int
     classifier, head["classifier"] = evaluation_classifier(dataset, classifier_path)
     x = to_tensor(images)
     measure = Measure(x, None if labels is None else torch.from_numpy(labels), classifier, settings, images=True)
-    codecs = [(model.cfg.name, model_codec(model, device=device))] if model is not None else []
+    codecs = [(model.cfg.name, model_codec(model, checkpoint, device=device, data_root=data_root))] if model else []
     codecs += [(c.name, c) for c in baseline_codecs(settings.baselines, tuple(x.shape[1:]), dataset, data_root,
                                                     settings)]
     points = [p for label, codec in codecs for p in codec_points(label, codec, measure, settings)]

@@ -25,8 +25,9 @@ Bits are real: :meth:`LearnedCodec.compress` writes one range-coded stream per i
 training by ``update_tables``); for the hyperprior the ``z`` and ``y`` symbols share
 the stream (first in, first out), so there is one flush and no length field. The image
 size is not in the stream: the decoder is given it, as the dataset fixes it (as in
-CompressAI). The hyperprior's scales are computed per image on the CPU, identically at
-both ends, so compress and decompress require the codec on the CPU.
+CompressAI). The hyperprior's scale bins come from an integer version of ``h_s``
+(:mod:`ldcodec.baselines.integer_net`, after Ballé, Johnston & Minnen 2019), an exact
+function of ``z_hat`` on any machine; compress and decompress run on the CPU.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from ldcodec.baselines.integer_net import IntegerScaleNet
 from ldcodec.coding import entropy
 from ldcodec.coding.entropy_models import FactorizedDensity, GaussianConditional, quantize
 from ldcodec.errors import LdcodecError
@@ -201,7 +203,12 @@ class FactorizedPriorCodec(LearnedCodec):
 
 
 class HyperpriorCodec(LearnedCodec):
-    """Ballé et al. 2018: ``z_hat`` (factorised density) sets the scales of a Gaussian model of ``y_hat``."""
+    """Ballé et al. 2018: ``z_hat`` (factorised density) sets the scales of a Gaussian model of ``y_hat``.
+
+    Training and the rate estimate of :meth:`forward` use the float ``h_s``; the coder picks each
+    symbol's scale bin with ``scale_net``, the integer network fixed from ``h_s`` by
+    :meth:`update_tables` (exact, so encoder and decoder agree on every machine).
+    """
 
     kind, stride = "hyperprior", 16
 
@@ -213,6 +220,7 @@ class HyperpriorCodec(LearnedCodec):
                                  nn.Softplus())
         self.hyper_prior = FactorizedDensity(n)
         self.conditional = GaussianConditional()
+        self.scale_net = IntegerScaleNet(self.h_s)
 
     def _quantize_and_bits(self, y, quantization):
         z_hat = quantize(self.h_a(torch.abs(y)), quantization)
@@ -227,7 +235,7 @@ class HyperpriorCodec(LearnedCodec):
     def _write(self, encoder, symbols):
         z, y = symbols["z"], symbols["y"]
         entropy.write_symbols(encoder, _flat(z), _channel_index(z.shape), self.hyper_prior.tables())
-        scale_index = self.conditional.scale_index(self.h_s(z)).reshape(-1).numpy()
+        scale_index = self.scale_net(z).reshape(-1).numpy()
         entropy.write_symbols(encoder, _flat(y), scale_index, self.conditional.tables())
 
     def _read(self, decoder, image_size):
@@ -235,9 +243,14 @@ class HyperpriorCodec(LearnedCodec):
         z_shape = (1, self.config["channels"], y_shape[2] // 4, y_shape[3] // 4)
         z = entropy.read_symbols(decoder, _channel_index(z_shape), self.hyper_prior.tables())
         z = torch.from_numpy(z).float().reshape(z_shape)
-        scale_index = self.conditional.scale_index(self.h_s(z)).reshape(-1).numpy()
+        scale_index = self.scale_net(z).reshape(-1).numpy()
         y = entropy.read_symbols(decoder, scale_index, self.conditional.tables())
         return {"y": torch.from_numpy(y).float().reshape(y_shape), "z": z}
+
+    def update_tables(self) -> None:
+        """Fix the coding tables and the integer scale network (after training, before coding)."""
+        super().update_tables()
+        self.scale_net.update(self.h_s, self.conditional.scale_table, self.conditional.scale_bound)
 
 
 CODECS: dict[str, type[LearnedCodec]] = {"factorized": FactorizedPriorCodec, "hyperprior": HyperpriorCodec}

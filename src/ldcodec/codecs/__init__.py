@@ -17,7 +17,7 @@ Python use (the README shows it)::
 
     from ldcodec.checkpoint import load_model
     from ldcodec.codecs import model_codec
-    codec = model_codec(load_model("runs/m1")[0])      # diffc or cdc, by the checkpoint's mode
+    codec = model_codec(load_model("runs/m1")[0], "runs/m1")   # diffc or cdc, by the checkpoint's mode
     data = codec.frame(codec.compress(x, {"t_stop": 0.3}))   # x: (N, C, H, W) in [0, 1]
     y = codec.decompress_file(data, decode="realism")
 """
@@ -56,9 +56,15 @@ def codec_name(codec_id: int) -> str:
                        f"or from a newer ldcodec (known: {', '.join(f'{n}={c.codec_id}' for n, c in CODECS.items())})")
 
 
-def model_codec(model, device: str = "cpu"):
-    """The codec of a trained LSGM model: ``cdc`` for a mode C (conditional) checkpoint, else ``diffc``."""
-    return get_codec("cdc" if model.cfg.cond.enabled else "diffc")(model, device=device)
+def model_codec(model, run_dir=None, device: str = "cpu", data_root=None):
+    """The codec of a trained LSGM model: ``cdc`` for a mode C (conditional) checkpoint, else ``diffc``
+    with the model's coding tables (read from ``run_dir``, or estimated from training latents and
+    written there: :func:`ldcodec.codecs.diffc.load_or_build_tables`)."""
+    if model.cfg.cond.enabled:
+        return get_codec("cdc")(model, device=device)
+    from ldcodec.codecs.diffc import load_or_build_tables
+
+    return get_codec("diffc")(model, load_or_build_tables(model, run_dir, data_root), device=device)
 
 
 def baselines() -> list[str]:
@@ -72,4 +78,8 @@ def decode_names() -> tuple[str, ...]:
     return tuple(names)
 
 
-from ldcodec.codecs import _diffc_legacy, cdc, balle, pillow  # noqa: E402,F401,I001  (registration, in id order)
+# Registration, in id order.
+from ldcodec.codecs import diffc  # noqa: E402
+
+register(diffc.DiffC)
+from ldcodec.codecs import cdc, balle, pillow  # noqa: E402,F401,I001

@@ -36,7 +36,11 @@ class BalleCodec(Codec):
             raise LdcodecError(f"this {self.name} network codes {net.config['image_channels']}-channel images, "
                                f"not {image_shape[0]}")
         self.net, self.image_shape, self.lam = net.cpu().eval(), tuple(image_shape), float(lam)
-        self._id = model_hash(self.net.state_dict(), {**self.net.config, "lambda": self.lam})[:container.MODEL_ID_BYTES]
+        self._id = self._digest()
+
+    def _digest(self) -> bytes:
+        """4 bytes over the weights, the integer tables, the config and lambda."""
+        return model_hash(self.net.state_dict(), {**self.net.config, "lambda": self.lam})[:container.MODEL_ID_BYTES]
 
     @classmethod
     def train(cls, images: torch.Tensor, lam: float, steps: int, **options) -> "BalleCodec":
@@ -58,7 +62,7 @@ class BalleCodec(Codec):
 
     def update(self) -> None:
         self.net.update_tables()
-        self._id = model_hash(self.net.state_dict(), {**self.net.config, "lambda": self.lam})[:container.MODEL_ID_BYTES]
+        self._id = self._digest()
 
     def compress(self, x: torch.Tensor, rate: dict | None = None) -> Compressed:
         self.check_trained_rate(rate, self.lam)
@@ -69,8 +73,7 @@ class BalleCodec(Codec):
         return Compressed(self.name, b"", container.join_parts(parts), len(parts), est, parts_file_bits(parts, 0),
                           {"lambda": self.lam})
 
-    def decompress(self, params: bytes, payload: bytes, count: int, **decode_opts) -> torch.Tensor:
-        self.check_decode_opts(decode_opts)
+    def decompress(self, params: bytes, payload: bytes, count: int) -> torch.Tensor:
         if params:
             raise LdcodecError(f"{self.name} streams carry no parameters, this one has {len(params)} bytes: damaged")
         parts = container.split_parts(payload, count)

@@ -20,7 +20,8 @@ Images are ``(N, C, H, W)`` floats in ``[0, 1]`` and shapes are CHW everywhere, 
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass
+import inspect
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import numpy as np
@@ -45,6 +46,7 @@ class Compressed:
         rate_setting: the human-readable rate knob, e.g. ``{"t_stop": 0.3, "coding_steps": 8}``;
             passed back to ``compress`` it gives the same stream.
         ideal_bits: ``(N,)`` the model's ideal rate per image, where the codec defines one.
+        extra: codec-specific diagnostics (e.g. mode U's ``exactness``), not part of the stream.
     """
 
     codec: str
@@ -55,6 +57,7 @@ class Compressed:
     file_bits: np.ndarray
     rate_setting: dict
     ideal_bits: np.ndarray | None = None
+    extra: dict = field(default_factory=dict)
 
 
 class Codec(abc.ABC):
@@ -88,7 +91,8 @@ class Codec(abc.ABC):
     @abc.abstractmethod
     def decompress(self, params: bytes, payload: bytes, count: int, **decode_opts) -> torch.Tensor:
         """The parameters and payload of :meth:`compress` -> ``(count, C, H, W)`` images in ``[0, 1]``.
-        Damaged or foreign input raises ``LdcodecError``."""
+        Damaged or foreign input raises ``LdcodecError``. A codec names its decode options as keyword
+        parameters (e.g. ``decode=None``); :meth:`decompress_file` refuses any other."""
 
     def update(self) -> None:
         """Build the integer coding tables from the current weights (no-op for codecs without any)."""
@@ -97,7 +101,9 @@ class Codec(abc.ABC):
 
     def frame(self, c: Compressed) -> bytes:
         """The file (format 2) holding ``c``: see :mod:`ldcodec.codecs.container`."""
-        return container.write(c, self.model_id())
+        if c.codec != self.name:
+            raise LdcodecError(f"cannot frame a {c.codec} payload as codec {self.name}")
+        return container.write(self.codec_id, self.model_id(), c.params, c.payload, c.count)
 
     def decompress_file(self, data: bytes, **decode_opts) -> torch.Tensor:
         """A file of :meth:`frame` -> images; refuses a file of another codec or model with ``LdcodecError``."""
@@ -110,7 +116,16 @@ class Codec(abc.ABC):
         if model_id != self.model_id():
             raise LdcodecError(f"stream was encoded by model {model_id.hex()} but the loaded {self.name} model is "
                                f"{self.model_id().hex()}: decode with the checkpoint that encoded it")
+        unknown = sorted(set(decode_opts) - set(self.decode_options()))
+        if unknown:
+            raise LdcodecError(f"the {self.name} codec takes no decode option(s) {', '.join(unknown)}; "
+                               f"valid: {', '.join(self.decode_options()) or 'none'}")
         return self.decompress(params, payload, count, **decode_opts)
+
+    def decode_options(self) -> tuple[str, ...]:
+        """The options :meth:`decompress` takes: its keyword parameters after ``count``."""
+        params = list(inspect.signature(self.decompress).parameters.values())[3:]
+        return tuple(p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
 
     @staticmethod
     def actual_bits(c: Compressed, data: bytes) -> float:
@@ -138,13 +153,6 @@ class Codec(abc.ABC):
             raise LdcodecError(f"{len(x)} images: a file holds at most {container.MAX_COUNT}; split the input")
         return x
 
-    def check_decode_opts(self, opts: dict, allowed: tuple[str, ...] = ()) -> None:
-        """Refuse decode options this codec does not take, listing the ones it does."""
-        unknown = sorted(set(opts) - set(allowed))
-        if unknown:
-            raise LdcodecError(f"the {self.name} codec takes no decode option(s) {', '.join(unknown)}; "
-                               f"valid: {', '.join(allowed) or 'none'}")
-
     def check_rate(self, rate: dict | None, allowed: tuple[str, ...]) -> dict:
         """``rate`` (``{}`` for ``None``) if its keys are among ``allowed``, else a one-line ``LdcodecError``."""
         rate = dict(rate or {})
@@ -167,4 +175,4 @@ class Codec(abc.ABC):
 def parts_file_bits(parts: list[bytes], params_len: int) -> np.ndarray:
     """``(N,)`` file bits of each image for codecs whose payload is :func:`~container.join_parts` of
     per-image parts: image ``i`` alone is a file of one part."""
-    return np.array([container.file_bits(len(container.join_parts([p])), params_len) for p in parts], dtype=float)
+    return np.array([8.0 * container.file_bytes(len(container.join_parts([p])), params_len, 1) for p in parts])

@@ -76,17 +76,16 @@ class CDCCodec(Codec):
             y = torch.round(self.model.code(mean)).cpu()
             parts += density.compress(y)
             est += density.bits(y).tolist()
-        params = bytes([list(DECODES).index(decode)])
+        params = bytes([DECODES.index(decode)])
         return Compressed(self.name, params, container.join_parts(parts), len(parts), np.array(est),
                           parts_file_bits(parts, len(params)), {"lambda": lam})
 
     @torch.no_grad()
-    def decompress(self, params: bytes, payload: bytes, count: int, **decode_opts) -> torch.Tensor:
-        """``decode_opts``: ``decode`` (overrides the stream's default)."""
-        self.check_decode_opts(decode_opts, ("decode",))
+    def decompress(self, params: bytes, payload: bytes, count: int, decode: str | None = None) -> torch.Tensor:
+        """``decode`` overrides the stream's default decode."""
         if len(params) != 1 or params[0] >= len(DECODES):
             raise LdcodecError(f"cdc stream parameters {params.hex()} name no decode method: the stream is damaged")
-        method = check_decode(decode_opts.get("decode") or list(DECODES)[params[0]])
+        method = check_decode(decode or DECODES[params[0]])
         parts = container.split_parts(payload, count)
         with reraise_damage("mode C"):
             y = self.model.code_density.decompress(parts, self._code_shape())

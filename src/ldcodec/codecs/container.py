@@ -1,53 +1,52 @@
-"""The ldcodec file format 2: one framing for every codec.
+"""One framing for every codec: the ldcodec file, format 2.
 
-Byte layout (integers are unsigned LEB128 varints: 7 bits per byte, low group first, high bit set
-on every byte but the last, minimal length)
------------------------------------------------------------------------------------------------
-=========  =======  ============================================================================
-offset     bytes    field
-=========  =======  ============================================================================
-0          2        magic ``b"Ld"``
-2          1        format version in the high nibble (= 2), reserved low nibble (= 0): ``0x20``
-3          1        codec id (:data:`ldcodec.codecs.CODECS`: diffc 1, cdc 2, factorized 3,
-                    hyperprior 4, jpeg 5, webp 6, avif 7)
-4          4        model id: 4 bytes of the model's identity (its weights and config);
-                    ``00000000`` for parameter-free codecs (Pillow). A decoder refuses another's.
-8          1-3      image count ``n``, varint, ``1 <= n <= 2^20``
-.          1-2      params length ``p``, varint, ``p <= 1024``
-.          p        params: the codec's header parameters (its rate setting, decode default, ...)
-.          ...      payload: the codec's one payload for all ``n`` images (its own layout)
-end - 4    4        CRC-32 (``zlib.crc32``) of every byte before it, little-endian
-=========  =======  ============================================================================
+Byte layout (integers little-endian)
+------------------------------------
+======  ======  ===========================================================================
+offset  bytes   field
+======  ======  ===========================================================================
+0       2       magic ``b"Ld"``
+2       1       format version (high nibble, = 2) | codec id (low nibble, 1..15)
+3       4       model id: 4 bytes of SHA-256 over the model's weights, config and tables
+                (zero for parameter-free codecs); a foreign model is refused by it
+7       1-3     image count ``n``, unsigned LEB128, ``1 <= n <= 2^20``
+..      P       codec parameters; ``P`` is fixed per codec id (:data:`PARAMS_BYTES`)
+..      ...     payload (the codec's own, one for the whole file)
+end-2   2       CRC-16-CCITT (``binascii.crc_hqx``, init 0) of every byte before it
+======  ======  ===========================================================================
 
-A file costs ``2 + 1 + 1 + 4 + len(varint(n)) + len(varint(p)) + p + 4`` bytes beside its payload
-(14 + p for one image): :func:`file_bits` gives the exact size without writing. Every field is
-checked before use (lengths against the bytes that remain, so a lying field cannot make the
-reader allocate or loop beyond the input); any malformed input raises
-:class:`~ldcodec.errors.LdcodecError` with a one-line message. Format 1 streams (``b"LDC1"``,
-ldcodec 0.1) are recognised and refused with a message that says which release reads them.
+A file holding one image costs ``10 + P`` bytes besides its payload (12 for mode U);
+:func:`file_bytes` gives the exact size without writing. Codecs whose payload holds one part per
+image use :func:`join_parts` (each part as an unsigned LEB128 length and its bytes). One
+checksum covers the file: CRC-16 detects every error burst of up to 16 bits and all but
+``2^-16`` of the others; the codecs' payload parsers add structural checks behind it (a range
+decoder must consume exactly its payload). Version-1 streams (``b"LDC1"``) are refused with a
+message naming the release that reads them. Every field is checked before it is used.
 """
 
 from __future__ import annotations
 
+import binascii
 import struct
-import zlib
 
 from ldcodec.errors import LdcodecError
 
 MAGIC = b"Ld"
-FORMAT_VERSION = 2
-VERSION_BYTE = FORMAT_VERSION << 4
-FORMAT_1_MAGIC = b"LDC1"
+VERSION = 2
+MAX_COUNT = 1 << 20
 MODEL_ID_BYTES = 4
-MAX_COUNT = 2 ** 20
-MAX_PARAMS = 1024
-_FIXED = struct.Struct("<2sBB4s")  # magic, version, codec id, model id
-_CRC = struct.Struct("<I")
-MAX_VARINT_BYTES = 5  # bounds any varint this format reads (2^35 > every allowed value)
+# params bytes by codec id: diffc (mode U: stop level, steps, decode), cdc (mode C: decode),
+# factorized and hyperprior (none: the rate is the trained model's), jpeg, webp, avif (quality)
+PARAMS_BYTES = {1: 2, 2: 1, 3: 0, 4: 0, 5: 1, 6: 1, 7: 1}
+_CRC = struct.Struct("<H")
+_FIXED = len(MAGIC) + 1 + 4 + _CRC.size  # 9, plus the count varint and the params
+
+
+MAX_VARINT_BYTES = 5  # bounds the varints of the codecs' payloads (2^35 > any length they hold)
 
 
 def varint(n: int) -> bytes:
-    """Unsigned LEB128 of ``n >= 0``."""
+    """Unsigned LEB128 of ``n >= 0`` (7 bits per byte, low group first)."""
     if n < 0:
         raise LdcodecError(f"cannot write a negative length {n}")
     out = bytearray()
@@ -95,53 +94,40 @@ def split_parts(payload: bytes, count: int, offset: int = 0) -> list[bytes]:
     return parts
 
 
-def file_bits(payload_len: int, params_len: int, count: int = 1) -> int:
-    """The exact size in bits of a file holding ``count`` images in this payload, container included."""
-    return 8 * (_FIXED.size + len(varint(count)) + len(varint(params_len)) + params_len + payload_len + _CRC.size)
+def file_bytes(payload_bytes: int, params_bytes: int, count: int) -> int:
+    """Exact size of a file holding ``count`` images in a payload of ``payload_bytes``."""
+    return _FIXED + len(varint(count)) + params_bytes + payload_bytes
 
 
-def write(c, model_id: bytes) -> bytes:
-    """Frame a :class:`~ldcodec.codecs.base.Compressed` (its codec's id, params, payload and count)."""
-    from ldcodec.codecs import get_codec
-
-    codec_id = get_codec(c.codec).codec_id
-    if len(model_id) != MODEL_ID_BYTES:
-        raise LdcodecError(f"cannot write stream: the model id must be {MODEL_ID_BYTES} bytes, got {len(model_id)}")
-    if not 1 <= c.count <= MAX_COUNT:
-        raise LdcodecError(f"cannot write stream: {c.count} images, the format holds 1..{MAX_COUNT} per file")
-    if len(c.params) > MAX_PARAMS:
-        raise LdcodecError(f"cannot write stream: {len(c.params)} parameter bytes exceed the format's {MAX_PARAMS}")
-    body = b"".join([_FIXED.pack(MAGIC, VERSION_BYTE, codec_id, bytes(model_id)), varint(c.count),
-                     varint(len(c.params)), bytes(c.params), bytes(c.payload)])
-    return body + _CRC.pack(zlib.crc32(body))
+def write(codec_id: int, model_id: bytes, params: bytes, payload: bytes, count: int) -> bytes:
+    """Frame one codec payload (layout in the module doc)."""
+    if PARAMS_BYTES.get(codec_id) != len(params) or len(model_id) != 4 or not 0 < count <= MAX_COUNT:
+        raise LdcodecError(f"cannot frame codec {codec_id} with {len(params)} parameter bytes and {count} images")
+    body = MAGIC + bytes([VERSION << 4 | codec_id]) + bytes(model_id) + varint(count) + bytes(params) + bytes(payload)
+    return body + _CRC.pack(binascii.crc_hqx(body, 0))
 
 
 def read(data: bytes) -> tuple[int, bytes, bytes, bytes, int]:
-    """Parse a file -> ``(codec_id, model_id, params, payload, count)``; malformed input raises ``LdcodecError``."""
+    """A file -> ``(codec_id, model_id, params, payload, count)``; bad input raises ``LdcodecError``."""
     data = bytes(data)
-    if data[:4] == FORMAT_1_MAGIC:
-        raise LdcodecError("this is a format 1 stream (LDC1, ldcodec 0.1); this ldcodec reads format 2: "
+    if data[:4] == b"LDC1":
+        raise LdcodecError("this is an ldcodec format 1 stream; this release reads format 2: "
                            "decode it with ldcodec 0.1")
     if data[:2] != MAGIC:
         raise LdcodecError(f"not an ldcodec stream: it starts with {data[:2]!r}, expected {MAGIC!r}")
-    if len(data) < 3:
-        raise LdcodecError("stream is truncated: it ends after the magic")
-    if data[2] != VERSION_BYTE:
-        raise LdcodecError(f"stream format version {data[2] >> 4} (reserved bits {data[2] & 15}), this ldcodec "
-                           f"reads version {FORMAT_VERSION}: decode it with the ldcodec release that wrote it")
-    smallest = _FIXED.size + 2 + _CRC.size
-    if len(data) < smallest:
-        raise LdcodecError(f"stream is truncated: {len(data)} bytes, a file needs at least {smallest}")
-    body = data[:-_CRC.size]
-    if zlib.crc32(body) != _CRC.unpack_from(data, len(body))[0]:
-        raise LdcodecError("stream is corrupt (CRC mismatch): the file was damaged or truncated")
-    _, _, codec_id, model_id = _FIXED.unpack_from(body)
-    count, offset = read_varint(body, _FIXED.size, "image count")
-    if not 1 <= count <= MAX_COUNT:
-        raise LdcodecError(f"stream declares {count} images, the format holds 1..{MAX_COUNT}: it is damaged")
-    params_len, offset = read_varint(body, offset, "params length")
-    if params_len > min(MAX_PARAMS, len(body) - offset):
-        raise LdcodecError(f"stream declares {params_len} parameter bytes but {len(body) - offset} remain: "
-                           "it is damaged")
-    params = body[offset:offset + params_len]
-    return codec_id, model_id, params, body[offset + params_len:], count
+    if len(data) < _FIXED + 1:
+        raise LdcodecError(f"stream is truncated: {len(data)} bytes")
+    if binascii.crc_hqx(data[:-2], 0) != _CRC.unpack(data[-2:])[0]:
+        raise LdcodecError("stream is corrupt or truncated (checksum mismatch)")
+    version, codec_id = data[2] >> 4, data[2] & 0x0F
+    if version != VERSION:
+        raise LdcodecError(f"stream format version {version}; this ldcodec reads version {VERSION}")
+    if codec_id not in PARAMS_BYTES:
+        raise LdcodecError(f"stream names codec id {codec_id}, which this ldcodec does not know")
+    count, pos = read_varint(data[:-2], 7, "image count", max_bytes=3)
+    if not 0 < count <= MAX_COUNT:
+        raise LdcodecError(f"stream declares {count} images: the stream is damaged")
+    end = pos + PARAMS_BYTES[codec_id]
+    if end > len(data) - 2:
+        raise LdcodecError("stream is truncated inside its parameters")
+    return codec_id, data[3:7], data[pos:end], data[end:-2], count

@@ -129,12 +129,11 @@ class PillowCodec(Codec):
     def compress(self, x: torch.Tensor, rate: dict | None = None) -> Compressed:
         quality = self._quality(rate)
         files = [self.encode_image(im, quality) for im in to_uint8(self.check_images(x))]
-        file_bits = np.array([container.file_bits(len(pack_files([f])), 1) for f in files], dtype=float)
+        file_bits = np.array([8.0 * container.file_bytes(len(pack_files([f])), 1, 1) for f in files])
         return Compressed(self.name, bytes([quality]), pack_files(files), len(files), None, file_bits,
                           {"quality": quality})
 
-    def decompress(self, params: bytes, payload: bytes, count: int, **decode_opts) -> torch.Tensor:
-        self.check_decode_opts(decode_opts)
+    def decompress(self, params: bytes, payload: bytes, count: int) -> torch.Tensor:
         if len(params) != 1 or params[0] > 100:
             raise LdcodecError(f"{self.name} stream parameters {params.hex()} are not one quality byte: damaged")
         return to_tensor(np.stack([self.decode_image(f) for f in unpack_files(payload, count)]))

@@ -1,10 +1,7 @@
-"""The synthetic Gaussian source as a model a codec can take: identity autoencoder, exact prior.
+"""The exact Gaussian source as a model: identity autoencoder, exact diffusion prior.
 
-Data ``x ~ N(0, diag(v))`` in ``d`` dimensions, stored as images ``(N, 1, 1, d)`` (CHW: one
-channel, one row, ``d`` columns); the latent is ``x`` itself, ``(N, d)``. The prior's denoiser is
-the closed-form :class:`~ldcodec.diffusion.gaussian.GaussianDenoiser`, so mode U on this model is
-DiffC with the true score and its points test the rate accounting against Shannon's ``R(D)``
-(:mod:`ldcodec.metrics.gaussian_source`).
+Mode U on it is DiffC with the true score, so its points test the rate accounting in closed
+form (``I(X; Z_t)``, the MMSE, Shannon's ``R(D)``). Images are ``(N, 1, 1, d)``; latents ``(N, d)``.
 """
 
 from __future__ import annotations
@@ -16,8 +13,8 @@ from ldcodec.autoencoder import Posterior
 from ldcodec.config import Config
 
 
-class IdentityAutoencoder(torch.nn.Module):
-    """Images ``(N, 1, 1, d)`` <-> latents ``(N, d)``, exactly."""
+class Identity(torch.nn.Module):
+    """Identity "autoencoder": images ``(N, 1, 1, d)`` <-> latents ``(N, d)``."""
 
     def encode(self, x: torch.Tensor) -> Posterior:
         return Posterior(x.flatten(1), None)
@@ -27,21 +24,21 @@ class IdentityAutoencoder(torch.nn.Module):
 
 
 class ExactGaussianModel(torch.nn.Module):
-    """The LSGM-model interface (``cfg``, ``ae``, ``prior``, ``image_shape`` HWC, ``latent_shape``) for
-    the Gaussian source of per-dimension ``variances`` ``(d,)``, with ``coding_steps`` mode U steps."""
+    """``N(0, diag(variances))`` data with its exact prior (``variances``: ``(d,)``)."""
 
-    def __init__(self, variances: np.ndarray, coding_steps: int = 4):
+    def __init__(self, variances: np.ndarray, cfg: Config | None = None):
         super().__init__()
-        from ldcodec.diffusion.gaussian import GaussianDenoiser
         from ldcodec.diffusion.prior import DiffusionPrior
         from ldcodec.diffusion.processes import make_process
+        from ldcodec.diffusion.gaussian import GaussianDenoiser
 
-        d = len(variances)
+        if cfg is None:
+            cfg = Config()
+            cfg.data.dataset = "gaussian"
+        self.variances = np.asarray(variances, dtype=np.float64)
+        d = len(self.variances)
         process = make_process("vp")
-        std = torch.tensor(np.sqrt(variances), dtype=torch.float64)
+        std = torch.tensor(np.sqrt(self.variances), dtype=torch.float64)
         self.prior = DiffusionPrior(process, GaussianDenoiser(process, 0.0, std), (d,), mixed=False)
-        self.cfg = Config()
-        self.cfg.data.dataset = "gaussian"
-        self.cfg.codec.coding_steps = coding_steps
-        self.image_shape, self.latent_shape = (1, d, 1), (d,)
-        self.ae = IdentityAutoencoder()
+        self.cfg, self.image_shape, self.latent_shape = cfg, (1, d, 1), (d,)
+        self.ae = Identity()

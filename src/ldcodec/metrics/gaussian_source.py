@@ -17,6 +17,7 @@ point (real bits, measured MSE) below ``R(D)`` means bits are missing from the c
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -140,3 +141,62 @@ class GaussianSource:
     def distortion_rate(self, rate: float) -> float:
         """``D(R)``: the least per-dimension MSE at ``rate`` bits per dimension."""
         return distortion_rate(self.variances, rate)
+
+
+@dataclass(frozen=True)
+class TheoryCheck:
+    """The mode U theory check of one operating point on the exact Gaussian source (bits per vector).
+
+    ``information`` is ``I(X; Z_t)`` at the coded stop time, ``mmse`` the closed-form per-dim MMSE
+    there, ``information_at_mse`` the ``I(X; Z_t')`` of the ``t'`` whose MMSE equals the measured
+    MSE (the information an ideal DiffC needs for that distortion), ``rd_bits`` Shannon's ``R(D)``
+    at the measured MSE, per vector like the rates.
+    """
+
+    information: float
+    information_at_mse: float
+    mmse: float
+    rd_bits: float
+    ideal: float
+    estimated: float
+    actual: float
+    mse: float
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def check_diffc_point(variances, snr: float, ideal: np.ndarray, estimated: np.ndarray, actual: float,
+                      mse_per_vector: np.ndarray, z: float = 4.0) -> TheoryCheck:
+    """Check ``actual >= estimated >= ideal`` and ``MSE >= MMSE`` within ``z`` standard errors.
+
+    ``ideal`` and ``estimated`` are per-vector bits ``(N,)``, ``actual`` the stream's bits per
+    vector, ``mse_per_vector`` ``(N,)`` each vector's per-dim MSE of the mse decode. Each
+    comparison allows ``z`` standard errors of the Monte-Carlo mean (paired differences where both
+    sides are per vector). Raises :class:`LdcodecError` naming the broken inequality: below a
+    bound is an accounting or a coding bug, never a result. Rates are in bits per source vector
+    throughout, ``R(D)`` included.
+    """
+    from ldcodec.diffusion.coding_grid import gaussian_information_bits, gaussian_mmse, snr_of_mmse
+
+    v = _as_variances(variances)
+    ideal, estimated, mse = (np.asarray(a, np.float64) for a in (ideal, estimated, mse_per_vector))
+    n = len(mse)
+    se = lambda a: float(np.std(a, ddof=1) / math.sqrt(len(a))) if len(a) > 1 else 0.0  # noqa: E731
+    mean_mse = float(mse.mean())
+    out = TheoryCheck(gaussian_information_bits(v, snr), gaussian_information_bits(v, snr_of_mmse(v, mean_mse)),
+                      gaussian_mmse(v, snr), rate_distortion(v, mean_mse) * v.size, float(ideal.mean()),
+                      float(estimated.mean()), float(actual), mean_mse)
+    problems = []
+    if out.actual < out.estimated - z * se(estimated) - 1e-9:
+        problems.append(f"actual {out.actual:.2f} < estimated {out.estimated:.2f} bits per vector")
+    if out.estimated < out.ideal - z * se(estimated - ideal) - 1e-9:
+        problems.append(f"estimated {out.estimated:.2f} < ideal {out.ideal:.2f} bits per vector")
+    if out.mse < out.mmse - z * se(mse) - 1e-12:
+        problems.append(f"mse decode's MSE {out.mse:.5g} < the MMSE {out.mmse:.5g} at this t")
+    if out.actual < out.rd_bits - 1e-9:
+        problems.append(f"actual {out.actual:.2f} < R(D) {out.rd_bits:.2f} bits per vector")
+    if problems:
+        raise LdcodecError(f"Gaussian theory check failed on {n} vectors: " + "; ".join(problems)
+                           + ": bits are missing from the count or the chain is wrong")
+    return out

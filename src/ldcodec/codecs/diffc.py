@@ -1,0 +1,321 @@
+"""Mode U: DiffC in latent space (Theis et al. 2022), bitstream format 2.
+
+The encoder sends the noisy latent ``z_t`` of each image as a chain of reverse steps on the
+model's coding levels (:mod:`ldcodec.diffusion.coding_grid`): ``z_1`` is candidate 0 of the
+format's generator (free), then each step ``z_u -> z_s`` sends an exact sample of
+``q(z_s | z_u, z0)`` by the PFR (:mod:`ldcodec.coding.pfr`) against the Analytic-DPM reverse
+density ``p(z_s | z_u)``. The decoder turns ``z_t`` into ``z0`` by ``flow``, ``realism`` or
+``mse`` (:mod:`ldcodec.diffusion.decodes`) and decodes the image.
+
+Rates per image: ``ideal`` is the continuous-time truncated ELBO, ``KL(q(z_1|z0) || p(z_1)) +
+1/2 int_{SNR_1}^{SNR_t} ||z0 - z0_hat(z_snr)||^2 dSNR`` (VDM, Kingma et al. 2021, Eq. 11 and 17,
+in nats -> bits), estimated by the trapezoid rule on the coding levels with one noise draw per
+level; ``estimated`` is the sum of the coded steps' ``KL(q || p)``; ``actual`` and ``file`` come
+from the container (:mod:`ldcodec.codecs.container`). On the exact Gaussian source all three
+are ``I(X; Z_t)`` in expectation plus the coding overhead of the last two.
+
+Exactness (``extra["exactness"]``): ``sum (u - mu_p) . (mu_q - mu_p) / sum ||mu_q - mu_p||^2`` over
+the coded chunks and images, 1 for exact samples of ``q``; the truncated PFR pulls samples toward
+``p`` and lowers it. It is reported beside the bits because fewer candidates buy bits with it.
+
+Payload (format 2): one range coder for the whole file. Step-major: for each coding step, for
+each chunk of its plan, the indices of every image (:func:`ldcodec.coding.pfr.write_indices`).
+Everything else (the levels of the chain, each step's chunks and candidate counts) follows from
+the model's integer tables and the 2-byte params ``(stop level, steps, decode)``: the per-step side
+information is zero. Decoding the first ``k`` steps (``max_steps=k``) gives every image at the
+coarser time of level ``g_k`` (progressive).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ldcodec.codecs.base import Codec, Compressed
+from ldcodec.coding import candidates as cand
+from ldcodec.coding import entropy, pfr
+from ldcodec.diffusion.coding_grid import LEVELS, CodingTables, step_densities
+from ldcodec.diffusion.decodes import DECODES, decode_latent
+from ldcodec.diffusion.samplers import denoise
+from ldcodec.errors import LdcodecError
+
+STEP_BITS = 16  # automatic coding steps: about one per this many expected (ideal) bits
+MAX_STEPS = 64
+DEFAULT_T = 0.3  # stop time when neither t_stop nor bits is given
+TABLE_LATENTS = 2048  # training latents behind the coding tables
+TABLES_FILE = "coding-tables.safetensors"
+
+
+def _container_bits(payload_bytes: int, count: int) -> float:
+    from ldcodec.codecs import container
+
+    return 8.0 * container.file_bytes(payload_bytes, 2, count)
+
+
+class DiffC(Codec):
+    """Mode U codec of a trained model with a diffusion prior (``cfg.cond.enabled`` false).
+
+    ``tables``: the model's :class:`CodingTables` (see :func:`load_or_build_tables`).
+    """
+
+    name = "diffc"
+    codec_id = 1
+    mode = "U"
+    decodes = DECODES
+
+    def __init__(self, model, tables: CodingTables, device: str = "cpu", batch_size: int = 256):
+        if model.prior is None:
+            raise LdcodecError("this checkpoint has the N(0, I) prior (model.prior = normal): compression "
+                               "needs a diffusion prior; train a grid config")
+        if model.cfg.cond.enabled:
+            raise LdcodecError("this is a mode C (conditional) model: use the cdc codec")
+        self.model, self.tables, self.device, self.batch_size = model.eval(), tables, device, batch_size
+        self.latent_shape = tuple(model.latent_shape)
+        self.dims = math.prod(self.latent_shape)
+        if tables.dims != self.dims:
+            raise LdcodecError(f"coding tables for {tables.dims} dims do not fit a {self.dims}-dim latent")
+        h, w, c = model.image_shape
+        self.image_shape = (c, h, w)
+        self.budget, self.pad = int(model.cfg.codec.max_chunk_bits), int(model.cfg.codec.pad)
+        if not (1 <= self.budget <= 20 and 0 <= self.pad <= pfr.MAX_PAD):
+            raise LdcodecError(f"codec.max_chunk_bits = {self.budget} and codec.pad = {self.pad} must lie in 1..20 "
+                               f"and 0..{pfr.MAX_PAD}")
+        self._id = _model_id(model, tables)
+        self.key = cand.stream_key(self._id)
+
+    def model_id(self) -> bytes:
+        return self._id
+
+    def default_rates(self) -> list[dict]:
+        return [{"t_stop": t} for t in (0.7, 0.5, 0.35, 0.25, 0.15)]
+
+    # -- rate settings ------------------------------------------------------------------------
+    def _stop_level(self, rate: dict) -> int:
+        if rate.get("bits") is not None:
+            bits = float(rate["bits"])
+            if not (math.isfinite(bits) and bits > 0):
+                raise LdcodecError(f"--bits {bits} must be a positive number of bits per image")
+            return self.tables.level_of_bits(bits, lambda level: 2.0 * len(self.plan(level, rate.get("coding_steps"))))
+        t = DEFAULT_T if rate.get("t_stop") is None else float(rate["t_stop"])
+        t_low = float(self.tables.t[-1])
+        if not t_low <= t < 1.0:
+            raise LdcodecError(f"--t {t} is outside [{t_low:g}, 1) (this model's deepest coding level); "
+                               "smaller t costs more bits")
+        return max(self.tables.level_of_time(t), 1)
+
+    def _steps(self, stop: int, steps: int | None) -> int:
+        steps = steps if steps is not None else (self.model.cfg.codec.coding_steps or None)
+        if steps is None:
+            return int(min(max(round(self.tables.expected_bits(stop) / STEP_BITS), 1), MAX_STEPS))
+        if not 1 <= steps <= MAX_STEPS:
+            raise LdcodecError(f"--coding-steps {steps} is outside 1..{MAX_STEPS}")
+        return int(steps)
+
+    def plan(self, stop: int, steps: int | None) -> list[tuple[int, int, list[tuple[np.ndarray, int]]]]:
+        """``[(level a, level b, chunks), ...]`` of the chain to level ``stop`` (integers only)."""
+        levels = self.tables.grid(stop, self._steps(stop, steps), self.budget)
+        return [(a, b, self.tables.chunks(a, b, self.budget)) for a, b in zip(levels[:-1], levels[1:])]
+
+    # -- the contract -------------------------------------------------------------------------
+    @torch.no_grad()
+    def compress(self, x: torch.Tensor, rate: dict | None = None) -> Compressed:
+        """Images ``(N, C, H, W)`` -> one payload. ``rate``: ``t_stop`` or ``bits`` (per image,
+        predicted from the tables), ``coding_steps`` (default: about one per 16 expected bits),
+        ``decode`` (the default decode written in the params)."""
+        rate = self.check_rate(rate, ("t_stop", "bits", "coding_steps", "decode", "level"))
+        self._check_images(x)
+        stop = self._stop_level(rate)
+        steps = self._steps(stop, rate.get("coding_steps"))
+        plan = self.plan(stop, steps)
+        decode = rate.get("decode") or "flow"
+        if decode not in DECODES:
+            raise LdcodecError(f"unknown decode {decode!r}; valid names: {', '.join(DECODES)}")
+        params = (stop - 1 | (steps - 1) << 7 | DECODES.index(decode) << 13).to_bytes(2, "little")
+        z0 = torch.cat([self.model.ae.encode(x[i:i + self.batch_size].to(self.device)).mean.flatten(1)
+                        for i in range(0, len(x), self.batch_size)]).double()
+        generator = torch.Generator().manual_seed(int.from_bytes(hashlib.sha256(
+            self._id + z0.cpu().numpy().tobytes()).digest()[:8], "little") >> 1)
+        indices, kl, exactness = self._encode_chain(z0, plan, generator)
+        encoder = entropy.new_encoder()
+        self._write(encoder, plan, indices, slice(None))
+        payload = entropy.encoder_bytes_trimmed(encoder)
+        file_bits = np.empty(len(x))
+        for b in range(len(x)):
+            own = entropy.new_encoder()
+            self._write(own, plan, indices, slice(b, b + 1))
+            file_bits[b] = _container_bits(len(entropy.encoder_bytes_trimmed(own)), 1)
+        return Compressed(self.name, params, payload, len(x), kl, file_bits,
+                          {"t_stop": float(self.tables.t[stop]), "coding_steps": len(plan), "level": stop},
+                          ideal_bits=self.ideal_bits(z0, stop, generator), extra={"exactness": exactness})
+
+    @torch.no_grad()
+    def decompress(self, params: bytes, payload: bytes, count: int, decode: str | None = None,
+                   max_steps: int | None = None) -> torch.Tensor:
+        """Payload -> images ``(N, C, H, W)``; ``max_steps`` decodes only the first steps."""
+        stop, steps, method = self._parse_params(params)
+        method = decode or method
+        if method not in DECODES:
+            raise LdcodecError(f"unknown decode {method!r}; valid names: {', '.join(DECODES)}")
+        if max_steps is not None and max_steps < 0:
+            raise LdcodecError(f"--max-steps {max_steps} must be >= 0 (0 decodes z_1 alone)")
+        plan = self.plan(stop, steps)
+        plan = plan if max_steps is None else plan[:max_steps]
+        decoder = entropy.decoder_from_trimmed(payload)
+        try:
+            indices = [[pfr.read_indices(decoder, count, e / 2**10, self._log2_n(e))
+                        for _, e in chunks] for _, _, chunks in plan]
+        except (ValueError, AssertionError, RuntimeError) as err:
+            raise LdcodecError(f"damaged mode U payload ({err.__class__.__name__}); the stream is corrupt") from None
+        out = []
+        for i in range(0, count, self.batch_size):
+            rows = slice(i, min(i + self.batch_size, count))
+            z = self._decode_chain(plan, [[ix[rows] for ix in step] for step in indices], rows)
+            t_end = float(self.tables.t[plan[-1][1]]) if plan else 1.0
+            z0 = decode_latent(self.model.prior, z.view(-1, *self.latent_shape).float(),
+                               torch.full((z.shape[0],), t_end, device=self.device), method, None,
+                               [self.key * 1_000_003 + j for j in range(rows.start, rows.stop)])
+            out.append(self.model.ae.decode(z0).cpu())
+        return torch.cat(out) if out else torch.zeros(0, *self.image_shape)
+
+    # -- the chain ----------------------------------------------------------------------------
+    def _log2_n(self, expected: int) -> int:
+        return pfr.log2_candidates(expected / 2**10, self.pad)
+
+    def _z1(self, rows: range) -> torch.Tensor:
+        """``z_1`` of each image: candidate 0 of step 0, chunk = image index (format-defined)."""
+        return torch.cat([cand.candidates(self.key, 0, j, 0, 1, self.dims, device=self.device)
+                          for j in rows]).double()
+
+    def _means(self, z: torch.Tensor, a: int, b: int):
+        process = self.model.prior.process
+        cu, c0, var_q, var_p = step_densities(process, self.tables, a, b)
+        t = torch.full((len(z),), float(self.tables.t[a]), device=self.device)
+        z0_hat = denoise(self.model.prior, z.view(-1, *self.latent_shape).float(), t).flatten(1).double()
+        return cu * z, c0, z0_hat, var_q, var_p.to(self.device)
+
+    def _encode_chain(self, z0: torch.Tensor, plan, generator: torch.Generator):
+        z = self._z1(range(len(z0)))
+        images = torch.arange(len(z0))
+        kl = torch.zeros(len(z0), dtype=torch.float64)
+        moved, wanted = 0.0, 0.0
+        indices = []
+        for a, b, chunks in plan:
+            base, c0, z0_hat, var_q, var_p = self._means(z, a, b)
+            mu_p, mu_q = base + c0 * z0_hat, base + c0 * z0
+            step = []
+            for c, (dims, e) in enumerate(chunks):
+                d, ln, key = torch.from_numpy(dims).to(self.device), self._log2_n(e), _step_key(a, b)
+                alpha, beta = pfr.weights(mu_q[:, d], mu_p[:, d], var_q, var_p[d])
+                index = pfr.select(self.key, key, c, ln, alpha, beta, images, generator)
+                kl += pfr.kl_bits(mu_q[:, d], mu_p[:, d], var_q, var_p[d]).cpu()
+                u = pfr.sample(self.key, key, c, index, images, ln, mu_p[:, d], var_p[d])
+                shift = mu_q[:, d] - mu_p[:, d]
+                moved, wanted = moved + float(((u - mu_p[:, d]) * shift).sum()), wanted + float(shift.square().sum())
+                mu_p[:, d] = u
+                step.append(index.cpu().numpy())
+            z = mu_p
+            indices.append(step)
+        return indices, kl.numpy(), moved / wanted if wanted > 0 else 1.0
+
+    def _decode_chain(self, plan, indices, rows: slice) -> torch.Tensor:
+        z = self._z1(range(rows.start, rows.stop))
+        images = torch.arange(rows.start, rows.stop)
+        for (a, b, chunks), step in zip(plan, indices):
+            base, c0, z0_hat, _, var_p = self._means(z, a, b)
+            mu_p = base + c0 * z0_hat
+            for c, ((dims, e), index) in enumerate(zip(chunks, step)):
+                d = torch.from_numpy(dims).to(self.device)
+                mu_p[:, d] = pfr.sample(self.key, _step_key(a, b), c, torch.from_numpy(index), images,
+                                        self._log2_n(e), mu_p[:, d], var_p[d])
+            z = mu_p
+        return z
+
+    def _write(self, encoder, plan, indices, rows: slice) -> None:
+        for (_, _, chunks), step in zip(plan, indices):
+            for (_, e), index in zip(chunks, step):
+                pfr.write_indices(encoder, index[rows], e / 2**10, self._log2_n(e))
+
+    @torch.no_grad()
+    def ideal_bits(self, z0: torch.Tensor, stop: int, generator: torch.Generator) -> np.ndarray:
+        """The continuous-time truncated ELBO per image ``(N,)`` in bits (module docstring)."""
+        process, prior = self.model.prior.process, self.model.prior
+        z0 = z0.view(-1, *self.latent_shape).float()
+        prior_kl = process.prior_kl(z0.double()).cpu()
+        err = []
+        for level in range(stop + 1):
+            t = torch.full((len(z0),), float(self.tables.t[level]), device=self.device)
+            eps = torch.randn(z0.shape, generator=generator).to(self.device)
+            z0_hat = denoise(prior, process.marginal(z0, t, eps), t)
+            err.append((z0 - z0_hat).double().square().flatten(1).sum(1).cpu())
+        err = torch.stack(err)
+        dsnr = torch.from_numpy(np.diff(self.tables.snr[:stop + 1]))[:, None]
+        integral = 0.5 * (dsnr * 0.5 * (err[:-1] + err[1:])).sum(0)
+        return ((prior_kl + integral) / math.log(2.0)).numpy()
+
+    # -- checks -------------------------------------------------------------------------------
+    def _check_images(self, x: torch.Tensor) -> None:
+        if x.dim() != 4 or tuple(x.shape[1:]) != self.image_shape:
+            c, h, w = self.image_shape
+            raise LdcodecError(f"images of shape {tuple(x.shape[1:])} do not fit this model, which codes "
+                               f"{c}x{h}x{w} ({self.model.cfg.data.dataset})")
+        if len(x) == 0:
+            raise LdcodecError("no images to compress: the input holds 0 images")
+
+    def _parse_params(self, params: bytes) -> tuple[int, int, str]:
+        """Two bytes, little-endian: stop level - 1 (7 bits), steps - 1 (6 bits), decode (2 bits)."""
+        word = int.from_bytes(bytes(params), "little") if len(params) == 2 else -1
+        stop, steps, decode = (word & 0x7F) + 1, (word >> 7 & 0x3F) + 1, word >> 13
+        if word < 0 or decode >= len(DECODES) or not 1 <= steps <= MAX_STEPS:
+            raise LdcodecError(f"mode U parameters {bytes(params).hex()} are invalid: the stream is damaged")
+        return stop, steps, DECODES[decode]
+
+
+def _step_key(a: int, b: int) -> int:
+    """The generator's step word of the coding step ``level a -> level b``."""
+    return a * (LEVELS + 1) + b
+
+
+def _model_id(model, tables: CodingTables) -> bytes:
+    """4 bytes over the weights, the config (minus the data path) and the coding tables."""
+    from ldcodec.codecs.identity import model_hash
+
+    cfg = model.cfg.to_dict()
+    cfg.get("data", {}).pop("root", None)
+    return model_hash({**model.state_dict(), **{f"coding_tables.{k}": v for k, v in tables.to_tensors().items()}},
+                      cfg)[:4]
+
+
+def load_or_build_tables(model, run_dir: str | Path | None = None, data_root=None,
+                         progress: bool = False) -> CodingTables:
+    """The model's coding tables: read from ``run_dir/coding-tables.safetensors`` if present, else
+    estimated from ``TABLE_LATENTS`` training latents (the dataset's train split, or the built-in
+    sample) and written there atomically, so encoder and decoder use the same tables."""
+    from safetensors.torch import load_file, save_file
+
+    path = Path(run_dir) / TABLES_FILE if run_dir is not None else None
+    dims = math.prod(model.latent_shape)
+    if path is not None and path.is_file():
+        try:
+            return CodingTables.from_tensors(load_file(str(path)), dims)
+        except (OSError, ValueError, RuntimeError) as e:
+            raise LdcodecError(f"{path}: unreadable coding tables ({e}); delete the file to rebuild them") from None
+    if hasattr(model, "variances"):
+        tables = CodingTables.gaussian(model.prior.process, model.variances)
+    else:
+        from ldcodec.data import load_split, to_tensor
+
+        images, _ = load_split(model.cfg.data.dataset, "train", data_root, limit=TABLE_LATENTS)
+        with torch.no_grad():
+            device = next(model.parameters()).device
+            latents = torch.cat([model.ae.encode(to_tensor(images[i:i + 256]).to(device)).mean.cpu()
+                                 for i in range(0, len(images), 256)])
+        tables = CodingTables.estimate(model.prior, latents)
+    if path is not None:
+        tmp = path.with_name(f".tmp-{path.name}")
+        save_file(tables.to_tensors(), str(tmp))
+        tmp.replace(path)
+    return tables

@@ -1,0 +1,128 @@
+"""Shared randomness defined by the format: Philox4x32-10 words and Box-Muller normals, in torch.
+
+Mode U's reverse channel coding needs the encoder and the decoder to draw the same Gaussian
+candidates. Format 2 specifies the generator itself instead of relying on a library's stream
+(numpy does not promise to keep ``Generator.standard_normal``'s stream across versions), and
+this module computes it with integer tensor operations only, so the same code runs on the CPU
+and the GPU and gives the same words everywhere.
+
+Philox4x32-10 (Salmon, Moraes, Dror & Shaw 2011, "Parallel random numbers: as easy as 1, 2, 3",
+Sec. 3 and the Random123 reference): a counter ``(c0, c1, c2, c3)`` and a key ``(k0, k1)`` of
+32-bit words go through 10 rounds of
+
+    (hi0, lo0) = M0 * c0,  (hi1, lo1) = M1 * c2                      (64-bit products)
+    (c0, c1, c2, c3) <- (hi1 ^ c1 ^ k0, lo1, hi0 ^ c3 ^ k1, lo0)
+    (k0, k1) <- (k0 + W0, k1 + W1)  mod 2^32                         (between rounds)
+
+with ``M0 = 0xD2511F53``, ``M1 = 0xCD9E8D57``, ``W0 = 0x9E3779B9``, ``W1 = 0xBB67AE85``. Words
+live in int64 tensors; each 32x32-bit product is formed from two 16x32-bit halves so that no
+intermediate exceeds 2^49 (int64 overflow is never relied on). ``tests/test_candidates.py``
+checks Random123's known-answer vectors.
+
+Normals (format 2, fixed here): a word ``w`` gives the float32 uniform
+``u = ((w >> 8) + 0.5) / 2^24`` in (0, 1); the pair ``(w_a, w_b)`` gives
+``r = sqrt(-2 ln u_a)``, ``theta = 2 pi u_b`` and the normals ``(r cos theta, r sin theta)``
+(Box & Muller 1958), all in float32. One Philox block ``(w0, w1, w2, w3)`` gives four normals:
+``BM(w0, w1)`` then ``BM(w2, w3)``. The transcendental functions may differ in the last bit
+between devices; only the *values* of the regenerated candidates can differ by that much, never
+the coded indices (the coded symbols never depend on floating point).
+
+Addressing: candidate ``n`` of a chunk of ``m`` dims uses the blocks ``b = n * ceil(m / 4) + i``,
+``i < ceil(m / 4)``, at counter ``(b mod 2^32, b >> 32, chunk, step)`` and key
+``(stream key, purpose)``; its dim ``k`` is normal ``k`` of those blocks, in order.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+M0, M1 = 0xD2511F53, 0xCD9E8D57
+W0, W1 = 0x9E3779B9, 0xBB67AE85
+ROUNDS = 10
+MASK32 = 0xFFFFFFFF
+
+PURPOSE_CANDIDATES = 0  # the Gaussian candidates e_n of a chunk (encoder and decoder)
+PURPOSE_OFFSETS = 1  # each image's offset into a chunk's shared codebook
+
+Tensor = torch.Tensor
+
+
+def _mulhilo(a: int, b: Tensor) -> tuple[Tensor, Tensor]:
+    """``(hi, lo)`` 32-bit words of the 64-bit product of the constant ``a`` and words ``b``."""
+    x = (a & 0xFFFF) * b  # < 2^48
+    y = (a >> 16) * b  # < 2^48
+    mid = x + ((y & 0xFFFF) << 16)  # < 2^49
+    return (y >> 16) + (mid >> 32), mid & MASK32
+
+
+def philox4x32(counter: tuple[Tensor, Tensor, Tensor, Tensor], key: tuple[int, int]) -> tuple[Tensor, ...]:
+    """Philox4x32-10 of int64 word tensors ``counter`` (broadcastable, each in [0, 2^32)) under
+    ``key = (k0, k1)`` -> four int64 word tensors of the broadcast shape."""
+    c0, c1, c2, c3 = (torch.as_tensor(c, dtype=torch.int64) for c in counter)
+    c0, c1, c2, c3 = torch.broadcast_tensors(c0, c1, c2, c3)
+    k0, k1 = int(key[0]) & MASK32, int(key[1]) & MASK32
+    for r in range(ROUNDS):
+        hi0, lo0 = _mulhilo(M0, c0)
+        hi1, lo1 = _mulhilo(M1, c2)
+        c0, c1, c2, c3 = hi1 ^ c1 ^ k0, lo1, hi0 ^ c3 ^ k1, lo0
+        if r < ROUNDS - 1:
+            k0, k1 = (k0 + W0) & MASK32, (k1 + W1) & MASK32
+    return c0, c1, c2, c3
+
+
+def _uniform(w: Tensor) -> Tensor:
+    """Words -> float32 uniforms ``((w >> 8) + 0.5) / 2^24`` in (0, 1), exact in float32."""
+    return ((w >> 8).to(torch.float32) + 0.5) * (2.0 ** -24)
+
+
+def _box_muller(wa: Tensor, wb: Tensor) -> tuple[Tensor, Tensor]:
+    r = torch.sqrt(-2.0 * torch.log(_uniform(wa)))
+    theta = (2.0 * math.pi) * _uniform(wb)
+    return r * torch.cos(theta), r * torch.sin(theta)
+
+
+def _blocks(index: Tensor, chunk: int, step: int, key: tuple[int, int]) -> Tensor:
+    """Four normals per block ``index`` (int64 tensor) -> float32 ``(*index.shape, 4)``."""
+    w = philox4x32((index & MASK32, index >> 32, torch.tensor(chunk), torch.tensor(step)), key)
+    a, b = _box_muller(w[0], w[1])
+    c, d = _box_muller(w[2], w[3])
+    return torch.stack([a, b, c, d], dim=-1)
+
+
+def stream_key(model_id: bytes) -> int:
+    """The 32-bit key word of a model: its 4-byte id, little-endian."""
+    return int.from_bytes(bytes(model_id)[:4], "little")
+
+
+def candidates(key: int, step: int, chunk: int, start: int, count: int, dims: int,
+               device: torch.device | str = "cpu") -> Tensor:
+    """Candidates ``start .. start + count - 1`` of a chunk of ``dims`` dims -> float32 ``(count, dims)``."""
+    per = (dims + 3) // 4
+    n = torch.arange(start, start + count, dtype=torch.int64, device=device)
+    index = n[:, None] * per + torch.arange(per, dtype=torch.int64, device=device)[None]
+    return _blocks(index, chunk, step, (key, PURPOSE_CANDIDATES)).reshape(count, per * 4)[:, :dims]
+
+
+def candidate(key: int, step: int, chunk: int, n: Tensor, dims: int) -> Tensor:
+    """The candidates ``n`` (int64 ``(B,)``, one per image) of one chunk -> float32 ``(B, dims)``.
+
+    What the decoder regenerates: only the chosen rows, not the whole codebook.
+    """
+    per = (dims + 3) // 4
+    index = n[:, None].to(torch.int64) * per + torch.arange(per, dtype=torch.int64, device=n.device)[None]
+    return _blocks(index, chunk, step, (key, PURPOSE_CANDIDATES)).reshape(len(n), per * 4)[:, :dims]
+
+
+def offsets(key: int, step: int, chunk: int, images: Tensor, log2_n: int) -> Tensor:
+    """Each image's codebook offset ``k_b`` in ``[0, 2^log2_n)`` for one chunk -> int64 ``(B,)``.
+
+    Word 0 of the block at counter ``(image, 0, chunk, step)`` under key ``(stream key,
+    PURPOSE_OFFSETS)``, masked to ``log2_n`` bits. Image ``b`` pairs its ``n``-th arrival with
+    codebook row ``n XOR k_b`` (see :mod:`ldcodec.coding.pfr`).
+    """
+    images = images.to(torch.int64)
+    w = philox4x32((images, torch.zeros_like(images), torch.tensor(chunk), torch.tensor(step)),
+                   (key, PURPOSE_OFFSETS))[0]
+    return w & ((1 << log2_n) - 1)
