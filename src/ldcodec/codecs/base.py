@@ -9,7 +9,7 @@ way, so the rates of all codecs are counted alike:
 - ``estimated_bits`` ``(N,)``: what the codec's densities promise per image (``None`` for codecs
   without a density model, the Pillow formats);
 - ``file_bits`` ``(N,)``: a real file holding that image alone, container included (measured by
-  framing the image's own payload; :func:`~ldcodec.codecs.container.file_bits`);
+  framing the image's own payload; :func:`~ldcodec.codecs.container.file_bytes`);
 - the actual rate of a batch is ``8 * len(container.write(c)) / N``: its share of one file holding
   the whole batch (:meth:`Codec.actual_bits`);
 - ``ideal_bits`` ``(N,)``: the information the model says the image needs, where a codec knows it.
