@@ -43,7 +43,7 @@ from ldcodec.diffusion.decodes import DECODES, decode_latent
 from ldcodec.diffusion.samplers import denoise
 from ldcodec.errors import LdcodecError
 
-STEP_BITS = 16  # automatic coding steps: about one per this many expected (ideal) bits
+STEP_BITS = 8  # automatic coding steps: about one per this many expected (ideal) bits
 MAX_STEPS = 64
 DEFAULT_T = 0.3  # stop time when neither t_stop nor bits is given
 TABLE_LATENTS = 2048  # training latents behind the coding tables
@@ -139,14 +139,9 @@ class DiffC(Codec):
         generator = torch.Generator().manual_seed(int.from_bytes(hashlib.sha256(
             self._id + z0.cpu().numpy().tobytes()).digest()[:8], "little") >> 1)
         indices, kl, exactness = self._encode_chain(z0, plan, generator)
-        encoder = entropy.new_encoder()
-        self._write(encoder, plan, indices, slice(None))
-        payload = entropy.encoder_bytes_trimmed(encoder)
-        file_bits = np.empty(len(x))
-        for b in range(len(x)):
-            own = entropy.new_encoder()
-            self._write(own, plan, indices, slice(b, b + 1))
-            file_bits[b] = _container_bits(len(entropy.encoder_bytes_trimmed(own)), 1)
+        payload = self._payload(plan, indices, slice(None))
+        file_bits = np.array([_container_bits(len(self._payload(plan, indices, slice(b, b + 1))), 1)
+                              for b in range(len(x))])
         return Compressed(self.name, params, payload, len(x), kl, file_bits,
                           {"t_stop": float(self.tables.t[stop]), "coding_steps": len(plan), "level": stop},
                           ideal_bits=self.ideal_bits(z0, stop, generator), extra={"exactness": exactness})
@@ -163,10 +158,8 @@ class DiffC(Codec):
             raise LdcodecError(f"--max-steps {max_steps} must be >= 0 (0 decodes z_1 alone)")
         plan = self.plan(stop, steps)
         plan = plan if max_steps is None else plan[:max_steps]
-        decoder = entropy.decoder_from_trimmed(payload)
         try:
-            indices = [[pfr.read_indices(decoder, count, e / 2**10, self._log2_n(e))
-                        for _, e in chunks] for _, _, chunks in plan]
+            indices = self._read_indices(plan, payload, count)
         except (ValueError, AssertionError, RuntimeError) as err:
             raise LdcodecError(f"damaged mode U payload ({err.__class__.__name__}); the stream is corrupt") from None
         out = []
@@ -233,10 +226,22 @@ class DiffC(Codec):
             z = mu_p
         return z
 
-    def _write(self, encoder, plan, indices, rows: slice) -> None:
+    def _payload(self, plan, indices, rows: slice) -> bytes:
+        """The range-coded indices of ``rows``, step-major, cut to the shortest verified length."""
+        encoder = entropy.new_encoder()
         for (_, _, chunks), step in zip(plan, indices):
             for (_, e), index in zip(chunks, step):
                 pfr.write_indices(encoder, index[rows], e / 2**10, self._log2_n(e))
+        want = [[index[rows] for index in step] for step in indices]
+        count = len(want[0][0]) if want and want[0] else 0
+        return entropy.shortest_stream(encoder, lambda data: all(
+            np.array_equal(a, b) for got, exp in zip(self._read_indices(plan, data, count), want)
+            for a, b in zip(got, exp)))
+
+    def _read_indices(self, plan, payload: bytes, count: int) -> list[list[np.ndarray]]:
+        decoder = entropy.decoder_from_trimmed(payload)
+        return [[pfr.read_indices(decoder, count, e / 2**10, self._log2_n(e)) for _, e in chunks]
+                for _, _, chunks in plan]
 
     @torch.no_grad()
     def ideal_bits(self, z0: torch.Tensor, stop: int, generator: torch.Generator) -> np.ndarray:
