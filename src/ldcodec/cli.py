@@ -41,7 +41,8 @@ def cmd_train(a: argparse.Namespace) -> None:
         raise LdcodecError("give a CONFIG (e.g. configs/grid/mnist-mlp-ddpm-uncond-gauss.yaml), or --resume a run")
     cfg = load_config(a.config, overrides)
     try:
-        last = train(cfg, a.out, resume=a.resume, device=a.device, precision=a.precision, compile=a.compile)
+        last = train(cfg, a.out, resume=a.resume, device=a.device, precision=a.precision, compile=a.compile,
+                     resident={"auto": None, "device": True, "host": False}[a.data_on])
     finally:
         distributed.leave()
     if distributed.is_main():
@@ -270,6 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="autocast precision: auto = bf16 on a CUDA GPU that has it, else fp32 (bf16 is refused "
                         "on the CPU)")
     t.add_argument("--compile", action="store_true", help="torch.compile the model (minutes of compilation first)")
+    t.add_argument("--data-on", default="auto", choices=["auto", "device", "host"],
+                   help="where the training set lives: auto = on the device if it takes at most a quarter of its "
+                        "free memory (always on the CPU), else on the host with a copy per step")
     _data_root(t)
     _device(t)
     t.set_defaults(func=cmd_train)

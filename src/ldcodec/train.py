@@ -333,6 +333,8 @@ class Trainer:
                 last = dict(zip(LOGGED, values[:-1]))
                 last.update(step=done, lr=self.sched.get_last_lr()[0], grad_norm=values[-1],
                             images_per_s=seen / (time.perf_counter() - t0))
+                if self.device.type == "cuda":
+                    last["peak_gib"] = torch.cuda.max_memory_allocated(self.device) / 2 ** 30
                 if w.main:
                     log.write(json.dumps(last) + "\n")
                     log.flush()
@@ -353,7 +355,7 @@ class Trainer:
 
 
 def train(cfg: Config, out: str | Path, resume: bool = False, device: str = "cpu", progress: bool = True,
-          precision: str = "auto", compile: bool = False) -> dict[str, float]:
+          precision: str = "auto", compile: bool = False, resident: bool | None = None) -> dict[str, float]:
     """Train one grid cell into run folder ``out``; returns the last logged metrics."""
     return Trainer(cfg, out, resume=resume, device=device, progress=progress, precision=precision,
-                   compile=compile).run()
+                   compile=compile, resident=resident).run()
