@@ -62,11 +62,17 @@ def test_two_processes_train_like_one_and_resume_across_counts(tmp_path):
     noiseless.train.steps = 1
     train(noiseless, tmp_path / "half", progress=False)  # one process to step 1; two processes take it on
     noiseless.train.steps = 2
+    noisy = tiny_config("configs/grid/mnist-mlp-sde-cond-gauss.yaml", "train.steps=4", "train.ckpt_every=2")
+    noisy_half = tiny_config("configs/grid/mnist-mlp-sde-cond-gauss.yaml", "train.steps=2", "train.ckpt_every=2")
     runs = [(noiseless.to_dict(), str(tmp_path / "two"), False), (noiseless.to_dict(), str(tmp_path / "half"), True),
-            (stages.to_dict(), str(tmp_path / "stages"), False)]
+            (stages.to_dict(), str(tmp_path / "stages"), False), (noisy.to_dict(), str(tmp_path / "noisy"), False),
+            (noisy_half.to_dict(), str(tmp_path / "resumed"), False), (noisy.to_dict(), str(tmp_path / "resumed"), True)]
     mp.spawn(_worker, args=(2, _free_port(), runs, str(tmp_path)), nprocs=2)
+    for name in ("model.safetensors", "ema.safetensors"):  # 2 processes resumed by 2: bit for bit
+        a, b = (load_file(tmp_path / run / "ckpt-00000004" / name) for run in ("noisy", "resumed"))
+        assert all(torch.equal(a[k], b[k]) for k in a), name
 
-    for run in ("two", "half", "stages"):  # DDP keeps every process's weights identical, bit for bit
+    for run in ("two", "half", "stages", "noisy"):  # DDP keeps every process's weights identical, bit for bit
         r0, r1 = (torch.load(tmp_path / f"{run}-rank{r}.pt") for r in (0, 1))
         assert all(torch.equal(r0[k], r1[k]) for k in r0), run
     _close(_model(tmp_path / "two", 2), _model(tmp_path / "one", 2))  # 2 x 8 images == 1 x 16

@@ -351,6 +351,8 @@ class Trainer:
         if w.main:
             log.close()
             writer.close()
+        if w.size > 1:
+            distributed.barrier()  # the last checkpoint is complete when any process returns
         return last
 
 
