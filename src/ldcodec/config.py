@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from .errors import LdcodecError
+from .files import write_text_atomic
 
 
 def _choice(default: str, *choices: str):
@@ -262,4 +263,5 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
 
 
 def save_config(cfg: Config, path: Path) -> None:
-    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    """Write the resolved config as YAML, atomically."""
+    write_text_atomic(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
