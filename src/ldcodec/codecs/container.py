@@ -15,7 +15,7 @@ offset  bytes   field
 end-2   2       CRC-16-CCITT (``binascii.crc_hqx``, init 0) of every byte before it
 ======  ======  ===========================================================================
 
-A file holding one image costs ``10 + P`` bytes besides its payload (12 for mode U). One
+A file holding one image costs ``10 + P`` bytes besides its payload (11 for mode U). One
 checksum covers the file: CRC-16 detects every error burst of up to 16 bits and all but
 ``2^-16`` of the others; the codecs' payload parsers add structural checks behind it (a range
 decoder must consume exactly its payload). Version-1 streams (``b"LDC1"``) are refused with a
@@ -33,7 +33,7 @@ MAGIC = b"Ld"
 VERSION = 2
 MAX_COUNT = 1 << 20
 # params bytes by codec id: diffc (mode U), cdc (mode C), factorized, hyperprior, jpeg, webp, avif
-PARAMS_BYTES = {1: 2, 2: 1, 3: 1, 4: 1, 5: 1, 6: 1, 7: 1}
+PARAMS_BYTES = {1: 1, 2: 1, 3: 0, 4: 0, 5: 1, 6: 1, 7: 1}
 _CRC = struct.Struct("<H")
 _FIXED = len(MAGIC) + 1 + 4 + _CRC.size  # 9, plus the count varint and the params
 
