@@ -12,7 +12,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-/work/runs}
 DATA=${DATA:-/work/shared/data}
-LADDER=${LADDER:-mnist-c-lam0.05 mnist-c-lam0.1 mnist-c-lam0.2 mnist-c-lam0.4}
+LADDER=${LADDER:-mnist-c-lam0.1 mnist-c-lam0.2 mnist-c-ar-lam0.2 mnist-c-lam0.05 mnist-c-lam0.4 mnist-c-ar-lam0.4}
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 PY=.venv/bin/python
 

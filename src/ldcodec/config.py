@@ -77,6 +77,8 @@ class CondConfig:
     code_channels: int = 2  # CNN: channels of the spatial code y
     lam: float = 1.0  # weight of the code's rate (bits) in the loss
     drop: float = 0.1  # condition dropout (classifier-free guidance)
+    density: str = field(default="factorized", metadata={  # the code's density (coding/entropy_models.py)
+        "choices": ("factorized", "autoregressive"), "omit_default": True})
 
 
 @dataclass
@@ -125,7 +127,14 @@ class Config:
     codec: CodecConfig = field(default_factory=CodecConfig)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
-        return dataclasses.asdict(self)
+        """Every key, except those marked ``omit_default`` while at their default: keys added after
+        models were trained, so that those models' configs, and the hashes over them, stay the same."""
+        d = dataclasses.asdict(self)
+        for section in SECTIONS:
+            for f in dataclasses.fields(getattr(self, section)):
+                if f.metadata.get("omit_default") and d[section][f.name] == f.default:
+                    del d[section][f.name]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "config") -> Config:
