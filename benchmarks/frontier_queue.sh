@@ -3,7 +3,8 @@
 #
 #   nohup bash benchmarks/frontier_queue.sh > /work/runs/frontier-queue.log 2>&1 &
 #
-# Waits while the mode U run ($RUNS/frontier-u) is still training, then trains each config of
+# Waits while the mode U run ($RUNS/frontier-u) is still training, measures its VAE's test PSNR
+# (benchmarks/vae_psnr.py -> $RUNS/frontier-u-vae-psnr.jsonl), then trains each config of
 # the mode C ladder into $RUNS/frontier-NAME with its log in $RUNS/frontier-NAME.log. Resumable:
 # run it again after an interruption and it skips finished runs and continues a started one
 # with --resume. Settings (environment): RUNS (default /work/runs), DATA (default
@@ -22,6 +23,9 @@ final_ckpt() {
 }
 
 while pgrep -f -- "--out $RUNS/frontier-u( |$)" > /dev/null; do sleep 60; done
+if [ -f "$RUNS/frontier-u/latest" ] && [ ! -f "$RUNS/frontier-u-vae-psnr.jsonl" ]; then  # its reconstruction ceiling
+  "$PY" benchmarks/vae_psnr.py "$RUNS/frontier-u" --data-root "$DATA" -o "$RUNS/frontier-u-vae-psnr.jsonl"
+fi
 
 for name in $LADDER; do
   cfg=configs/frontier/$name.yaml
