@@ -87,6 +87,8 @@ class CondConfig:
     code_channels: int = _num(2, 1, SIZE)  # CNN: channels of the spatial code y
     lam: float = _num(1.0, 0.0, 1e6)  # weight of the code's rate (bits) in the loss
     drop: float = _num(0.1, 0.0, 1.0)  # condition dropout (classifier-free guidance)
+    density: str = field(default="factorized", metadata={  # the code's density (coding/entropy_models.py)
+        "choices": ("factorized", "autoregressive"), "omit_default": True})
 
 
 @dataclass
@@ -136,7 +138,14 @@ class Config:
     codec: CodecConfig = field(default_factory=CodecConfig)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
-        return dataclasses.asdict(self)
+        """Every key, except those marked ``omit_default`` while at their default: keys added after
+        models were trained, so that those models' configs, and the hashes over them, stay the same."""
+        d = dataclasses.asdict(self)
+        for section in SECTIONS:
+            for f in dataclasses.fields(getattr(self, section)):
+                if f.metadata.get("omit_default") and d[section][f.name] == f.default:
+                    del d[section][f.name]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "config") -> Config:
