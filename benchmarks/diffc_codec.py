@@ -54,12 +54,13 @@ def main() -> None:
             enc = time.perf_counter() - start
             stream = container.write(codec.codec_id, codec.model_id(), c.params, c.payload, c.count)
             single = [8 * len(container.write(codec.codec_id, codec.model_id(), s.params, s.payload, 1))
-                      for s in (codec.compress(x[i:i + 1], {**rate, "coding_steps": c.rate_setting["coding_steps"]})
+                      for s in (codec.compress(x[i:i + 1], c.rate_setting)
                                 for i in range(min(a.single, len(x))))]
             est, actual, file = float(c.estimated_bits.mean()), 8 * len(stream) / len(x), float(c.file_bits.mean())
             row = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()} CPU, "
                    f"{torch.get_num_threads()} threads", "run": a.run, "cell": cfg.name, "images": len(x),
-                   "setting": rate, **c.rate_setting, "max_chunk_bits": cfg.codec.max_chunk_bits, "pad": cfg.codec.pad,
+                   "setting": rate, **c.rate_setting, "level": c.extra["level"], "chain_steps": c.extra["chain_steps"],
+                   "max_chunk_bits": cfg.codec.max_chunk_bits, "pad": cfg.codec.pad,
                    "bits_ideal": float(c.ideal_bits.mean()), "bits_estimated": est, "bits_actual": actual,
                    "bits_file": file, "bits_file_measured": float(np.mean(single)) if single else None,
                    "bpp_actual": actual / pixels, "exactness": c.extra["exactness"],

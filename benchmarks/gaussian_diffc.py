@@ -54,7 +54,7 @@ def main() -> None:
             stream = container.write(codec.codec_id, codec.model_id(), c.params, c.payload, c.count)
             y = codec.decompress(*container.read(stream)[2:])
             mse = ((y - x) ** 2).flatten(1).mean(1).numpy()
-            check = check_diffc_point(var, codec.tables.snr[c.rate_setting["level"]], c.ideal_bits,
+            check = check_diffc_point(var, codec.tables.snr[c.extra["level"]], c.ideal_bits,
                                       c.estimated_bits, 8 * len(stream) / a.n, mse)
             i_eq = gaussian_information_bits(var, snr_of_mmse(var, float(mse.mean())))
             row = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()} CPU, 1 thread",

@@ -1,16 +1,37 @@
 #!/usr/bin/env bash
-# One prepared run on the lent GPU (see benchmarks/RESULTS.md): train the CIFAR-10 CNN cells
-# of mode U and mode C and the CIFAR-10 feature classifier side by side for a fixed wall time,
-# then time GPU compression of CIFAR-10 test images and keep a GPU-encoded stream (decoded on
-# the CPU afterwards). Expects .devdata/ with the constriction wheel and cifar10 shards.
-# Usage: OUT=dir TRAIN_S=150 bash benchmarks/gpu_run.sh
+# One prepared run on the lent GPU (see benchmarks/RESULTS.md): first the training-step benchmark
+# (CIFAR-10 CNN images/s in fp32 eager with a host-to-device copy per batch against bf16, and
+# bf16 + torch.compile, with the data resident on the GPU; peak memory; GPU busy share; the fast
+# paths' loss and -ELBO against fp32 eager; a torchrun/NCCL smoke run), then train the CIFAR-10 CNN
+# cells of mode U and mode C and the CIFAR-10 feature classifier side by side for a fixed wall
+# time, then time GPU compression of CIFAR-10 test images and keep a GPU-encoded stream (decoded
+# on the CPU afterwards). Expects .devdata/ with the constriction wheel and cifar10 shards.
+# Usage: OUT=dir TRAIN_S=150 STEP_S=300 bash benchmarks/gpu_run.sh   (STEP_S=0 skips the step benchmark,
+# ONLY_STEP=1 stops after it)
 set -u
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=4
 TRAIN_S=${TRAIN_S:-150}
+STEP_S=${STEP_S:-300}
 python3 -m pip install -q --no-index --no-deps --target /tmp/site .devdata/constriction-*.whl
 export PYTHONPATH=/tmp/site:$PWD/src
 mkdir -p runs/gpu-results
-nvidia-smi --query-gpu=name,memory.total --format=csv | tee "$OUT/gpu.txt"
+# the step benchmark's files go into one tar ($OUT takes at most 8 files back)
+S=runs/step-bench
+mkdir -p "$S"
+nvidia-smi --query-gpu=name,memory.total --format=csv | tee "$S/gpu.txt"
+if [ "$STEP_S" -gt 0 ]; then
+  timeout "$STEP_S" python3 benchmarks/train_throughput.py cifar10-cnn-ddpm-uncond-gauss --device cuda \
+    --processes 1 --variants fp32-eager-host,fp32-eager,bf16,bf16-compile --steps 200 --data-root .devdata \
+    --out runs/throughput 2> "$S/train-throughput-gpu.log" | tee "$S/train-throughput-gpu.jsonl"
+  timeout 120 python3 -m torch.distributed.run --standalone --nproc_per_node=1 -m ldcodec train \
+    configs/grid/mnist-mlp-ddpm-uncond-gauss.yaml --out runs/torchrun-nccl --steps 200 --device cuda \
+    --set train.log_every=100 > "$S/torchrun-nccl.log" 2>&1
+  cp runs/torchrun-nccl/launches.jsonl "$S/torchrun-nccl-launches.jsonl" 2>/dev/null
+  timeout "$STEP_S" python3 benchmarks/train_throughput.py cifar10-cnn-ddpm-uncond-gauss --device cuda --check \
+    --data-root .devdata 2> "$S/train-check-gpu.log" | tee "$S/train-check-gpu.jsonl"
+fi
+tar -cf "$OUT/step-bench.tar" -C runs step-bench
+[ "${ONLY_STEP:-0}" = 1 ] && exit 0  # the step benchmark alone: about 5 minutes with STEP_S=300
 common=(--device cuda --data-root .devdata --set train.ckpt_every=250 --set train.log_every=100 --set train.warmup=200)
 for cell in cifar10-cnn-ddpm-uncond-gauss cifar10-cnn-ddpm-cond-gauss; do
   timeout "$TRAIN_S" python3 -m ldcodec.cli train "configs/grid/$cell.yaml" --out "runs/$cell" --steps 6000 \

@@ -1,8 +1,10 @@
 """The format-defined candidate generator: Random123 known answers, normals, addressing."""
 
+import pytest
 import torch
 
 from ldcodec.coding import candidates as cand
+from ldcodec.errors import LdcodecError
 
 # Random123 kat_vectors for Philox4x32-10 (Salmon et al. 2011).
 KAT = [
@@ -17,6 +19,16 @@ def test_philox_known_answers():
     for ctr, key, want in KAT:
         got = cand.philox4x32(tuple(torch.tensor([c]) for c in ctr), key)
         assert tuple(int(w[0]) for w in got) == want
+
+
+def test_self_check_catches_a_broken_generator(monkeypatch):
+    cand._CHECKED.clear()
+    cand.self_check()
+    cand._CHECKED.clear()
+    monkeypatch.setattr(cand, "ROUNDS", 9)
+    with pytest.raises(LdcodecError, match="Philox"):
+        cand.self_check()
+    cand._CHECKED.clear()
 
 
 def test_philox_vectorised_matches_scalar():

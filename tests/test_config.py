@@ -18,6 +18,18 @@ def test_override_types_and_roundtrip():
     assert Config.from_dict(cfg.to_dict()) == cfg
 
 
+def test_keys_added_later_stay_out_of_the_dict_at_their_default():
+    # cond.density came after models were trained: at its default it must not change their
+    # saved configs (nor the stream hashes over them)
+    cfg = load_config(GRID[0])
+    assert "density" not in cfg.to_dict()["cond"]
+    assert Config.from_dict(cfg.to_dict()).cond.density == "factorized"
+    ar = load_config(GRID[0], ["cond.density=autoregressive"])
+    assert ar.to_dict()["cond"]["density"] == "autoregressive" and Config.from_dict(ar.to_dict()) == ar
+    with pytest.raises(LdcodecError, match="factorized, autoregressive"):
+        load_config(GRID[0], ["cond.density=hyper"])
+
+
 @pytest.mark.parametrize("override, message", [
     ("train.lrr=1", "valid keys: train.steps"),
     ("nope.x=1", "valid sections: data"),

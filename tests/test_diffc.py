@@ -52,7 +52,7 @@ def test_gaussian_round_trip_and_rates(gauss):
     assert mid == codec.model_id() and count == N
     y = codec.decompress(params, payload, count)
     assert torch.equal(y, codec.decompress(params, payload, count))  # deterministic
-    snr = codec.tables.snr[c.rate_setting["level"]]
+    snr = codec.tables.snr[c.extra["level"]]
     mse = ((y - x) ** 2).flatten(1).mean(1).numpy()
     check = check_diffc_point(var, snr, c.ideal_bits, c.estimated_bits, 8 * len(stream) / N, mse)
     assert abs(check.ideal - check.information) < 0.1 * check.information + 1
@@ -64,7 +64,7 @@ def test_theory_check_fails_on_undercount_and_wrong_chain(gauss):
     codec, var, x, c = gauss
     stream = _framed(codec, c)
     y = codec.decompress(*container.read(stream)[2:])
-    snr = codec.tables.snr[c.rate_setting["level"]]
+    snr = codec.tables.snr[c.extra["level"]]
     mse = ((y - x) ** 2).flatten(1).mean(1).numpy()
     actual = 8 * len(stream) / N
     with pytest.raises(LdcodecError, match="actual"):
@@ -86,7 +86,7 @@ def test_theory_check_fails_on_a_chain_that_underreports(gauss, monkeypatch):
     y = codec.decompress(c.params, c.payload, c.count)
     mse = ((y - x) ** 2).flatten(1).mean(1).numpy()
     with pytest.raises(LdcodecError, match="estimated"):
-        check_diffc_point(var, codec.tables.snr[c.rate_setting["level"]], c.ideal_bits, c.estimated_bits,
+        check_diffc_point(var, codec.tables.snr[c.extra["level"]], c.ideal_bits, c.estimated_bits,
                           8 * len(_framed(codec, c)) / N, mse)
 
 
@@ -95,7 +95,9 @@ def test_rate_grows_as_t_falls_and_progressive_prefix(gauss):
     bits = [codec.compress(x, {"t_stop": t}).estimated_bits.mean() for t in (0.5, 0.2, 0.05)]
     assert bits[0] < bits[1] < bits[2]
     c = codec.compress(x, {"t_stop": 0.05, "coding_steps": 3, "decode": "mse"})
-    assert c.rate_setting["coding_steps"] >= 3
+    assert c.extra["chain_steps"] >= 3 and c.rate_setting["coding_steps"] == 3
+    again = codec.compress(x, c.rate_setting)  # the rate setting reproduces the stream
+    assert again.params == c.params and again.payload == c.payload
     full = ((codec.decompress(c.params, c.payload, c.count) - x) ** 2).mean()
     part = ((codec.decompress(c.params, c.payload, c.count, max_steps=1) - x) ** 2).mean()
     none = ((codec.decompress(c.params, c.payload, c.count, max_steps=0) - x) ** 2).mean()
@@ -108,7 +110,7 @@ def test_lean_stream_single_vector():
     c = codec.compress(x, {"t_stop": 0.2})
     stream = _framed(codec, c)
     assert 8 * len(stream) == pytest.approx(c.file_bits[0])
-    assert len(stream) - len(c.payload) == 12  # container overhead, bytes
+    assert len(stream) - len(c.payload) == 11  # container overhead, bytes
 
 
 def test_damaged_payloads_raise_only_ldcodec_error(gauss):
@@ -125,6 +127,8 @@ def test_damaged_payloads_raise_only_ldcodec_error(gauss):
         container.read(b"LDC1" + bytes(60))
     with pytest.raises(LdcodecError):
         codec.decompress(b"\xff\xff", c.payload, c.count)
+    with pytest.raises(LdcodecError):
+        codec.decompress(b"\xff", b"\xff" + c.payload, c.count)  # decode index 3 does not exist
 
 
 def test_golden_stream_keeps_decoding():

@@ -4,10 +4,13 @@ import io
 import math
 from contextlib import contextmanager
 
+import numpy as np
 import pytest
 import torch
 
-from ldcodec.coding.entropy_models import FactorizedDensity, GaussianConditional, quantize
+from ldcodec.coding import entropy
+from ldcodec.coding.entropy_models import (AutoregressiveDensity, FactorizedDensity, GaussianConditional,
+                                            code_density, quantize)
 from ldcodec.errors import LdcodecError
 
 SHAPES = [(6, 3), (2, 3, 4, 5)]  # (B, c) and (B, c, h, w)
@@ -53,21 +56,26 @@ def test_factorized_likelihood_sums_to_one_over_integers(shape):
     assert model.bits(torch.zeros(shape)).shape == (shape[0],)
 
 
-def test_training_on_laplacian_samples_lowers_bits_toward_the_entropy():
-    torch.manual_seed(2)
-    scale = 3.0
-    model = FactorizedDensity(2)
+def _fit_density(model, data: torch.Tensor, steps: int = 300) -> float:
+    """Train a code density on noisy ``data`` (B, c) with Adam; its mean bits on the rounded data."""
     optimizer = torch.optim.Adam(model.parameters(), lr=0.02)
-    data = torch.distributions.Laplace(0.0, scale).sample((4096, 2))
-    before = model.bits(torch.round(data)).mean().item()
     with _one_thread():
-        for _ in range(300):
+        for _ in range(steps):
             batch = data[torch.randint(0, len(data), (256,))]
             loss = model.bits(quantize(batch, "noise")).mean()
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-    after = model.bits(torch.round(data)).mean().item()
+    return model.bits(torch.round(data)).mean().item()
+
+
+def test_training_on_laplacian_samples_lowers_bits_toward_the_entropy():
+    torch.manual_seed(2)
+    scale = 3.0
+    model = FactorizedDensity(2)
+    data = torch.distributions.Laplace(0.0, scale).sample((4096, 2))
+    before = model.bits(torch.round(data)).mean().item()
+    after = _fit_density(model, data)
     # entropy of a rounded Laplace(0, 3), closed form per integer: 2 channels x 4.03 bits
     k = torch.arange(-200, 201, dtype=torch.float64).abs()
     tail = 0.5 * (torch.exp(-(k - 0.5) / scale) - torch.exp(-(k + 0.5) / scale))
@@ -144,3 +152,82 @@ def test_gaussian_conditional_round_trip_and_real_bits(shape):
     assert estimated >= 100
     # bins round the scale up (a slightly wider table) and the escape costs its own bits
     assert abs(actual - estimated) <= 0.1 * estimated + 40 * shape[0] + 60
+
+
+def _random_made(shape, seed=7):
+    """An autoregressive density with random weights: every conditional depends on its context."""
+    torch.manual_seed(seed)
+    model = AutoregressiveDensity(shape, hidden=16)
+    with torch.no_grad():
+        for p in model.net.parameters():
+            p.normal_(0, 0.5)
+    return model
+
+
+def test_autoregressive_joint_sums_to_one_over_integers():
+    model = _random_made((2,))
+    grid = torch.arange(-60, 61, dtype=torch.float32)
+    y = torch.cartesian_prod(grid, grid)  # every (y1, y2) pair
+    joint = model.likelihood(y).double().prod(dim=1)
+    assert joint.sum().item() == pytest.approx(1.0, abs=1e-4)
+    # the second entry's conditional really depends on the first
+    p2 = model.likelihood(y)[:, 1].reshape(len(grid), len(grid))
+    assert not torch.allclose(p2[0], p2[-1])
+
+
+@pytest.mark.parametrize("shape", [(5,), (2, 2, 2)])
+def test_autoregressive_entry_sees_only_the_entries_before_it(shape):
+    model = _random_made(shape)
+    n = math.prod(shape)
+    y = torch.round(torch.randn(1, n) * 3)
+    jac = torch.autograd.functional.jacobian(model.net, y)[0, :, 0, :]  # (2n outputs: means, log-scales; n inputs)
+    for params in (jac[:n], jac[n:]):
+        assert torch.equal(torch.triu(params), torch.zeros(n, n))  # entry i sees no y_j with j >= i
+        assert (torch.tril(params, diagonal=-1) != 0).sum() >= n * (n - 1) // 2 - 1  # and does see the rest
+
+
+@pytest.mark.parametrize("shape", [(6,), (2, 2, 3)])
+def test_autoregressive_round_trip_is_exact_and_real_bits_match_estimate(shape):
+    model = _random_made(shape)
+    model.update_tables()
+    torch.manual_seed(8)
+    y = torch.round(torch.randn(12, *shape) * 6)
+    y.view(-1)[5] = 3e4  # escape
+    with _one_thread():
+        strings = model.compress(y)
+        decoded = model.decompress(strings, shape)
+    assert len(strings) == 12 and torch.equal(decoded, y)
+    estimated = model.bits(y).sum().item()
+    actual = 8 * sum(len(s) for s in strings)
+    assert estimated >= 100
+    assert abs(actual - estimated) <= 0.1 * estimated + 40 * len(strings)
+    with pytest.raises(LdcodecError, match="shape"):
+        model.decompress(strings, (3,))
+
+
+def test_autoregressive_codes_share_a_stream_with_other_data():
+    model = _random_made((4,))
+    model.update_tables()
+    y = torch.round(torch.randn(3, 4) * 4)
+    encoder = entropy.new_encoder()
+    model.write(encoder, y)
+    entropy.write_uniform(encoder, np.array([5, 1]), 7)
+    decoder = entropy.decoder_from_bytes(entropy.encoder_bytes(encoder))
+    assert torch.equal(model.read(decoder, 3), y)
+    assert entropy.read_uniform(decoder, 2, 7).tolist() == [5, 1]
+
+
+def test_autoregressive_density_learns_what_one_entry_says_about_the_next():
+    # y2 = y1 + small noise: a factorised density pays for y2 again, the autoregressive one does not
+    torch.manual_seed(9)
+    y1 = torch.distributions.Laplace(0.0, 6.0).sample((4096, 1))
+    data = torch.cat([y1, y1 + torch.randn_like(y1) * 0.3], dim=1)
+    bits = {name: _fit_density(code_density(name, (2,)), data) for name in ("factorized", "autoregressive")}
+    assert bits["autoregressive"] < bits["factorized"] - 3.0
+
+
+def test_code_density_registry():
+    assert isinstance(code_density("factorized", (3,)), FactorizedDensity)
+    assert isinstance(code_density("autoregressive", (2, 4, 4)), AutoregressiveDensity)
+    with pytest.raises(LdcodecError, match="factorized, autoregressive"):
+        code_density("hyper", (3,))

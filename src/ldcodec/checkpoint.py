@@ -35,17 +35,12 @@ from safetensors.torch import save_file
 
 from .config import Config, check_consistency, save_config
 from .errors import LdcodecError
+from .files import write_text_atomic
 
 KEEP = 3  # checkpoints kept per run
 FORMAT_VERSION = 1  # layout of the tensors in a weights file; bump when it changes incompatibly
 _FORMAT_KEY = "ldcodec_format_version"
 NONPERSISTENT_LIMIT = 2**28  # bytes a config may ask for beyond its weights (schedules, ...)
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def save_checkpoint(out: Path, step: int, cfg: Config, model: torch.nn.Module, ema: dict[str, torch.Tensor],
@@ -63,7 +58,7 @@ def save_checkpoint(out: Path, step: int, cfg: Config, model: torch.nn.Module, e
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
-    _write_text_atomic(out / "latest", final.name + "\n")
+    write_text_atomic(out / "latest", final.name + "\n")
     for old in sorted(out.glob("ckpt-*"))[:-KEEP]:
         shutil.rmtree(old, ignore_errors=True)
     return final

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from .errors import LdcodecError
 from .metrics.rate import rate_fields
-from .results import rate_text, write_atomic
+from .files import write_atomic
+from .results import rate_text
 
 
 def _device(p: argparse.ArgumentParser) -> None:
@@ -26,6 +27,7 @@ def _data_root(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_train(a: argparse.Namespace) -> None:
+    from . import distributed
     from .config import load_config
     from .train import train
 
@@ -36,12 +38,19 @@ def cmd_train(a: argparse.Namespace) -> None:
         overrides.append(f"data.root={a.data_root}")
     if a.resume and a.config is None:
         a.config = str(Path(a.out) / "config.yaml")
+        if not Path(a.config).is_file():
+            raise LdcodecError(f"{a.out} holds no run to resume (no config.yaml); give the CONFIG to start it")
     if a.config is None:
         raise LdcodecError("give a CONFIG (e.g. configs/grid/mnist-mlp-ddpm-uncond-gauss.yaml), or --resume a run")
     cfg = load_config(a.config, overrides)
-    last = train(cfg, a.out, resume=a.resume, device=a.device)
-    print(f"trained {cfg.name} to step {cfg.train.steps}: " + ", ".join(f"{k}={v:.4g}" for k, v in last.items()))
-    print(f"checkpoint: {a.out} (config.yaml, latest, metrics.jsonl, tb/)")
+    try:
+        last = train(cfg, a.out, resume=a.resume, device=a.device, precision=a.precision, compile=a.compile,
+                     resident={"auto": None, "device": True, "host": False}[a.data_on])
+    finally:
+        distributed.leave()
+    if distributed.is_main():
+        print(f"trained {cfg.name} to step {cfg.train.steps}: " + ", ".join(f"{k}={v:.4g}" for k, v in last.items()))
+        print(f"checkpoint: {a.out} (config.yaml, latest, metrics.jsonl, launches.jsonl, tb/)")
 
 
 def cmd_reconstruct(a: argparse.Namespace) -> None:
@@ -255,12 +264,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train one grid cell (autoencoder + latent prior)",
                        description="Train a model from a YAML config into a run folder; checkpoints, "
-                                   "metrics.jsonl and TensorBoard events go to --out.")
+                                   "metrics.jsonl and TensorBoard events go to --out. Under torchrun "
+                                   "(torchrun --nproc_per_node=N -m ldcodec train ...) it trains data-parallel: "
+                                   "train.batch_size is the effective batch, split over the N processes.")
     t.add_argument("config", nargs="?", help="YAML config, e.g. configs/grid/mnist-mlp-ddpm-uncond-gauss.yaml")
     t.add_argument("--out", required=True, help="run folder (created)")
     t.add_argument("--steps", type=int, help="total training steps (overrides train.steps)")
-    t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint (from step 0 if it "
+                                                             "was stopped before its first)")
     t.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a config key (repeatable)")
+    t.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                   help="autocast precision: auto = bf16 on a CUDA GPU that has it, else fp32 (bf16 is refused "
+                        "on the CPU)")
+    t.add_argument("--compile", action="store_true", help="torch.compile the model (minutes of compilation first)")
+    t.add_argument("--data-on", default="auto", choices=["auto", "device", "host"],
+                   help="where the training set lives: auto = on the device if it takes at most a quarter of its "
+                        "free memory (always on the CPU), else on the host with a copy per step")
     _data_root(t)
     _device(t)
     t.set_defaults(func=cmd_train)

@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from .errors import LdcodecError
+from .files import write_text_atomic
 
 
 def _choice(default: str, *choices: str):
@@ -86,6 +87,8 @@ class CondConfig:
     code_channels: int = _num(2, 1, SIZE)  # CNN: channels of the spatial code y
     lam: float = _num(1.0, 0.0, 1e6)  # weight of the code's rate (bits) in the loss
     drop: float = _num(0.1, 0.0, 1.0)  # condition dropout (classifier-free guidance)
+    density: str = field(default="factorized", metadata={  # the code's density (coding/entropy_models.py)
+        "choices": ("factorized", "autoregressive"), "omit_default": True})
 
 
 @dataclass
@@ -110,7 +113,7 @@ class TrainConfig:
 class CodecConfig:
     """Compression settings (mode U reverse channel coding)."""
 
-    coding_steps: int = _num(0, 0, 64)  # mode U: coded steps from t = 1 to the stop time (0: about one per 16 expected bits)
+    coding_steps: int = _num(0, 0, 64)  # mode U: coded steps from t = 1 to the stop time (0: about one per 8 expected bits)
     max_chunk_bits: int = _num(12, 1, 20)  # mode U: largest expected KL of one PFR chunk, bits (encoder cost ~ d 2^(bits+pad))
     pad: int = _num(6, 0, 10)  # mode U: log2 candidates per chunk beyond its expected KL (exactness vs encoder time)
 
@@ -135,7 +138,14 @@ class Config:
     codec: CodecConfig = field(default_factory=CodecConfig)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
-        return dataclasses.asdict(self)
+        """Every key, except those marked ``omit_default`` while at their default: keys added after
+        models were trained, so that those models' configs, and the hashes over them, stay the same."""
+        d = dataclasses.asdict(self)
+        for section in SECTIONS:
+            for f in dataclasses.fields(getattr(self, section)):
+                if f.metadata.get("omit_default") and d[section][f.name] == f.default:
+                    del d[section][f.name]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "config") -> Config:
@@ -262,4 +272,5 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
 
 
 def save_config(cfg: Config, path: Path) -> None:
-    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    """Write the resolved config as YAML, atomically."""
+    write_text_atomic(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))

@@ -339,22 +339,43 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
 class Batches:
     """Random training batches from an in-memory dataset, stateless in the step.
 
-    Batch ``k`` depends only on ``(seed, k)``, so a resumed run sees exactly the batches an
-    uninterrupted run would have seen. The whole set lives on ``device`` (it is small).
+    The global batch ``k`` (``batch_size`` images) depends only on ``(seed, k)`` and the device
+    that draws its indices, so a resumed run sees exactly the batches an uninterrupted run would
+    have seen, whatever its process count. ``batches(k, rank, world)`` is the ``rank``-th of
+    ``world`` equal slices of it (the split of a distributed sampler).
+
+    ``resident=True`` keeps the whole set on ``device`` as uint8 (MNIST 47 MB, CIFAR-10 150 MB):
+    indices are drawn there and no step copies from the host. ``resident=False`` keeps it on the
+    host (pinned for a GPU) and copies each batch over, the classic data-loader path.
+    ``channels_last`` returns batches in that memory format (for the CNN cells on a GPU).
+    Returns float ``(B / world, C, H, W)`` in [0, 1].
     """
 
-    def __init__(self, images: np.ndarray, batch_size: int, seed: int, flip: bool, device: str = "cpu"):
-        self.x = to_tensor(images).to(device)
+    def __init__(self, images: np.ndarray, batch_size: int, seed: int, flip: bool, device: str = "cpu",
+                 resident: bool = True, channels_last: bool = False):
+        x = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+        self.device = torch.device(device)
+        self.draw_device = self.device if resident else torch.device("cpu")
+        if resident:
+            x = x.to(self.device)
+        elif self.device.type == "cuda":
+            x = x.pin_memory()
+        self.x = x
         self.batch_size, self.seed, self.flip = batch_size, seed, flip
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
-    def __call__(self, step: int) -> torch.Tensor:
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
-        idx = torch.randint(len(self.x), (self.batch_size,), generator=g)
-        x = self.x[idx.to(self.x.device)]
+    def __call__(self, step: int, rank: int = 0, world: int = 1) -> torch.Tensor:
+        if self.batch_size % world:
+            raise ValueError(f"batch of {self.batch_size} does not split into {world} equal parts")
+        g = torch.Generator(self.draw_device).manual_seed(self.seed * 1_000_003 + step)
+        idx = torch.randint(len(self.x), (self.batch_size,), generator=g, device=self.draw_device)
+        part = slice(rank * self.batch_size // world, (rank + 1) * self.batch_size // world)
+        x = self.x[idx[part]]
         if self.flip:
-            mask = (torch.rand(self.batch_size, generator=g) < 0.5).to(x.device)
+            mask = torch.rand(self.batch_size, generator=g, device=self.draw_device)[part] < 0.5
             x = torch.where(mask[:, None, None, None], x.flip(-1), x)
-        return x
+        x = x.to(self.device, non_blocking=True)
+        return x.float().div_(255.0).contiguous(memory_format=self.memory_format)
 
 
 def download(dataset: str, to: str | os.PathLike) -> list[Path]:

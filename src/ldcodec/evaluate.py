@@ -188,7 +188,7 @@ def gaussian_results(dim: int, ratio: float, n: int, s: Settings) -> dict:
         if decode != "mse" or c.ideal_bits.mean() < THEORY_MIN_BITS:
             return None
         mse = ((y - x) ** 2).flatten(1).mean(1).numpy()
-        snr = codec.tables.snr[c.rate_setting["level"]]
+        snr = codec.tables.snr[c.extra["level"]]
         return check_diffc_point(var, snr, c.ideal_bits, c.estimated_bits, codec.actual_bits(c, data), mse).to_dict()
 
     points = codec_points("diffc-exact", codec, measure, s, theory)

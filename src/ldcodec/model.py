@@ -10,7 +10,8 @@ Objective (negative ELBO, nats per image; Vahdat, Kreis & Kautz 2021, Eq. 2-3):
 - Mode C (``cond.enabled``): a code ``y = g(mu)`` is quantised (uniform noise in training, Ballé et
   al. 2017) and the prior becomes ``p(z0 | y~)``. With the uniform posterior ``q(y~|z0)``, whose
   log-density is 0, ``-ELBO = rec - H + CE(z0 | y~) + R(y~)``, a two-level bound; the loss weighs
-  the code's rate by ``cond.lam`` to move along the rate axis.
+  the code's rate by ``cond.lam`` to move along the rate axis. ``R`` comes from the code density
+  named by ``cond.density``: factorised per channel, or autoregressive over the code's entries.
 
 ``bpd`` is ``-ELBO / (D ln 2) + log2(255)``: the continuous density's bound expressed per 8-bit
 pixel bin. It bounds the discrete bits/dim only for dequantised data (no dequantisation noise is
@@ -91,10 +92,12 @@ class LatentCodec(nn.Module):
         if cfg.cond.enabled:
             if self.prior is None:
                 raise ValueError("mode C (cond.enabled) needs model.prior = diffusion")
-            from .coding.entropy_models import FactorizedDensity
+            from .coding.entropy_models import code_density
 
             self.code_encoder = CodeEncoder(cfg, self.latent_shape)
-            self.code_density = FactorizedDensity(self.code_encoder.channels)
+            with torch.no_grad():
+                code_shape = self.code_encoder(torch.zeros(1, *self.latent_shape)).shape[1:]
+            self.code_density = code_density(cfg.cond.density, tuple(code_shape))
 
     @property
     def num_dims(self) -> int:

@@ -45,8 +45,9 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
 from ldcodec.errors import LdcodecError
+from ldcodec.files import write_atomic
 from ldcodec.metrics.gaussian_source import rate_distortion
-from ldcodec.results import load_results, rate_text, validate_results, write_atomic  # noqa: F401 (load_results: the report's input)
+from ldcodec.results import load_results, rate_text, validate_results  # noqa: F401 (load_results: the report's input)
 
 DPI = 100
 

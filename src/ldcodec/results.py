@@ -23,6 +23,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from ldcodec.errors import LdcodecError
+from ldcodec.files import write_atomic
 
 SCHEMA = "ldcodec.results/2"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -37,7 +38,8 @@ _REGENERATE = "re-run `ldcodec evaluate` to write a valid results file"
 def rate_text(rate: dict) -> str:
     """``t=0.3, K=8``, ``λ=0.01``, ``q=75``: a rate setting with the names of its knobs."""
     labels = {"t_stop": "t", "lambda": "λ", "quality": "q", "coding_steps": "K"}
-    return ", ".join(f"{labels.get(k, k)}={v:g}" for k, v in rate.items()) or "fixed"
+    return ", ".join(f"{labels.get(k, k)}={v:g}" if _is_number(v) else f"{labels.get(k, k)}={v}"
+                     for k, v in rate.items()) or "fixed"
 
 
 # -- validation ---------------------------------------------------------------------------
@@ -77,8 +79,9 @@ def _check_point(p, where: str) -> None:
         if not isinstance(p.get(key), str):
             raise _fail(where, f"lacks the string '{key}'")
     rate = p.get("rate_setting")
-    if not isinstance(rate, dict) or not all(isinstance(k, str) and _is_number(v) for k, v in rate.items()):
-        raise _fail(where, "'rate_setting' is not an object of numbers")
+    if not isinstance(rate, dict) or not all(isinstance(k, str) and (_is_number(v) or isinstance(v, str))
+                                             for k, v in rate.items()):
+        raise _fail(where, "'rate_setting' is not an object of numbers and names")
     for key in POINT_NUMBERS:
         if not _is_number(p.get(key)):
             raise _fail(where, f"lacks the number '{key}'")
@@ -162,27 +165,6 @@ def load_results(paths: Iterable[str | Path] | str | Path) -> list[dict]:
                                f"{_REGENERATE}") from None
         results.append(validate_results(obj, str(path)))
     return results
-
-
-def write_atomic(path: Path, write, parents: bool = False) -> Path:
-    """Call ``write(tmp)`` then rename ``tmp`` to ``path``: no half-written output on failure.
-
-    ``tmp`` keeps ``path``'s suffix (writers that infer the format still work); ``parents=True``
-    creates missing folders first. OS errors become a one-line ``LdcodecError``.
-    """
-    tmp = path.with_name(f".tmp-{path.name}")
-    try:
-        if parents:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        write(tmp)
-        tmp.replace(path)
-    except OSError as e:
-        raise LdcodecError(f"{path}: cannot write the output ({e.strerror or e}); check that its folder "
-                           "exists and is writable") from None
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
 
 
 def write_results(results: dict, out: str | Path) -> tuple[Path, Path]:

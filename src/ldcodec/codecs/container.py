@@ -15,7 +15,7 @@ offset  bytes   field
 end-2   2       CRC-16-CCITT (``binascii.crc_hqx``, init 0) of every byte before it
 ======  ======  ===========================================================================
 
-A file holding one image costs ``10 + P`` bytes besides its payload (12 for mode U);
+A file holding one image costs ``10 + P`` bytes besides its payload (11 for mode U);
 :func:`file_bytes` gives the exact size without writing. Codecs whose payload holds one part per
 image use :func:`join_parts` (each part as an unsigned LEB128 length and its bytes). One
 checksum covers the file: CRC-16 detects every error burst of up to 16 bits and all but
@@ -35,9 +35,9 @@ MAGIC = b"Ld"
 VERSION = 2
 MAX_COUNT = 1 << 20
 MODEL_ID_BYTES = 4
-# params bytes by codec id: diffc (mode U: stop level, steps, decode), cdc (mode C: decode),
-# factorized and hyperprior (none: the rate is the trained model's), jpeg, webp, avif (quality)
-PARAMS_BYTES = {1: 2, 2: 1, 3: 0, 4: 0, 5: 1, 6: 1, 7: 1}
+# params bytes by codec id: diffc (mode U: stop level), cdc (mode C: decode), factorized and
+# hyperprior (none: the rate is the trained model's), jpeg, webp, avif (quality)
+PARAMS_BYTES = {1: 1, 2: 1, 3: 0, 4: 0, 5: 1, 6: 1, 7: 1}
 _CRC = struct.Struct("<H")
 _FIXED = len(MAGIC) + 1 + 4 + _CRC.size  # 9, plus the count varint and the params
 

@@ -21,7 +21,7 @@ the coded chunks and images, 1 for exact samples of ``q``; the truncated PFR pul
 Payload (format 2): one range coder for the whole file. Step-major: for each coding step, for
 each chunk of its plan, the indices of every image (:func:`ldcodec.coding.pfr.write_indices`).
 Everything else (the levels of the chain, each step's chunks and candidate counts) follows from
-the model's integer tables and the 2-byte params ``(stop level, steps, decode)``: the per-step side
+the model's integer tables and the params (one byte, the stop level; :meth:`DiffC._params`): the per-step side
 information is zero. Decoding the first ``k`` steps (``max_steps=k``) gives every image at the
 coarser time of level ``g_k`` (progressive).
 """
@@ -43,7 +43,7 @@ from ldcodec.diffusion.decodes import DECODES, decode_latent
 from ldcodec.diffusion.samplers import denoise
 from ldcodec.errors import LdcodecError
 
-STEP_BITS = 16  # automatic coding steps: about one per this many expected (ideal) bits
+STEP_BITS = 8  # automatic coding steps: about one per this many expected (ideal) bits
 MAX_STEPS = 64
 DEFAULT_T = 0.3  # stop time when neither t_stop nor bits is given
 TABLE_LATENTS = 2048  # training latents behind the coding tables
@@ -53,7 +53,7 @@ TABLES_FILE = "coding-tables.safetensors"
 def _container_bits(payload_bytes: int, count: int) -> float:
     from ldcodec.codecs import container
 
-    return 8.0 * container.file_bytes(payload_bytes, 2, count)
+    return 8.0 * container.file_bytes(payload_bytes, 1, count)
 
 
 class DiffC(Codec):
@@ -124,39 +124,37 @@ class DiffC(Codec):
     @torch.no_grad()
     def compress(self, x: torch.Tensor, rate: dict | None = None) -> Compressed:
         """Images ``(N, C, H, W)`` -> one payload. ``rate``: ``t_stop`` or ``bits`` (per image,
-        predicted from the tables), ``coding_steps`` (default: about one per 16 expected bits),
+        predicted from the tables), ``coding_steps`` (default: about one per 8 expected bits),
         ``decode`` (the default decode written in the params)."""
-        rate = self.check_rate(rate, ("t_stop", "bits", "coding_steps", "decode", "level"))
+        rate = self.check_rate(rate, ("t_stop", "bits", "coding_steps", "decode"))
         self._check_images(x)
         stop = self._stop_level(rate)
         steps = self._steps(stop, rate.get("coding_steps"))
         plan = self.plan(stop, steps)
-        decode = rate.get("decode") or "flow"
+        decode = rate.get("decode") or DECODES[0]
         if decode not in DECODES:
             raise LdcodecError(f"unknown decode {decode!r}; valid names: {', '.join(DECODES)}")
-        params = (stop - 1 | (steps - 1) << 7 | DECODES.index(decode) << 13).to_bytes(2, "little")
+        params, head = self._params(stop, steps, decode)
         z0 = torch.cat([self.model.ae.encode(x[i:i + self.batch_size].to(self.device)).mean.flatten(1)
                         for i in range(0, len(x), self.batch_size)]).double()
         generator = torch.Generator().manual_seed(int.from_bytes(hashlib.sha256(
             self._id + z0.cpu().numpy().tobytes()).digest()[:8], "little") >> 1)
         indices, kl, exactness = self._encode_chain(z0, plan, generator)
-        encoder = entropy.new_encoder()
-        self._write(encoder, plan, indices, slice(None))
-        payload = entropy.encoder_bytes_trimmed(encoder)
-        file_bits = np.empty(len(x))
-        for b in range(len(x)):
-            own = entropy.new_encoder()
-            self._write(own, plan, indices, slice(b, b + 1))
-            file_bits[b] = _container_bits(len(entropy.encoder_bytes_trimmed(own)), 1)
-        return Compressed(self.name, params, payload, len(x), kl, file_bits,
-                          {"t_stop": float(self.tables.t[stop]), "coding_steps": len(plan), "level": stop},
-                          ideal_bits=self.ideal_bits(z0, stop, generator), extra={"exactness": exactness})
+        payload = head + self._payload(plan, indices, slice(None))
+        file_bits = np.array([_container_bits(len(head) + len(self._payload(plan, indices, slice(b, b + 1))), 1)
+                              for b in range(len(x))])
+        setting = {"t_stop": float(self.tables.t[stop]), "coding_steps": steps}
+        if decode != DECODES[0]:
+            setting["decode"] = decode
+        return Compressed(self.name, params, payload, len(x), kl, file_bits, setting,
+                          ideal_bits=self.ideal_bits(z0, stop, generator),
+                          extra={"exactness": exactness, "level": stop, "chain_steps": len(plan)})
 
     @torch.no_grad()
     def decompress(self, params: bytes, payload: bytes, count: int, decode: str | None = None,
                    max_steps: int | None = None) -> torch.Tensor:
         """Payload -> images ``(N, C, H, W)``; ``max_steps`` decodes only the first steps."""
-        stop, steps, method = self._parse_params(params)
+        stop, steps, method, payload = self._parse_params(params, payload)
         method = decode or method
         if method not in DECODES:
             raise LdcodecError(f"unknown decode {method!r}; valid names: {', '.join(DECODES)}")
@@ -164,10 +162,8 @@ class DiffC(Codec):
             raise LdcodecError(f"--max-steps {max_steps} must be >= 0 (0 decodes z_1 alone)")
         plan = self.plan(stop, steps)
         plan = plan if max_steps is None else plan[:max_steps]
-        decoder = entropy.decoder_from_trimmed(payload)
         try:
-            indices = [[pfr.read_indices(decoder, count, e / 2**10, self._log2_n(e))
-                        for _, e in chunks] for _, _, chunks in plan]
+            indices = self._read_indices(plan, payload, count)
         except (ValueError, AssertionError, RuntimeError) as err:
             raise LdcodecError(f"damaged mode U payload ({err.__class__.__name__}); the stream is corrupt") from None
         out = []
@@ -234,10 +230,22 @@ class DiffC(Codec):
             z = mu_p
         return z
 
-    def _write(self, encoder, plan, indices, rows: slice) -> None:
+    def _payload(self, plan, indices, rows: slice) -> bytes:
+        """The range-coded indices of ``rows``, step-major, cut to the shortest verified length."""
+        encoder = entropy.new_encoder()
         for (_, _, chunks), step in zip(plan, indices):
             for (_, e), index in zip(chunks, step):
                 pfr.write_indices(encoder, index[rows], e / 2**10, self._log2_n(e))
+        want = [[index[rows] for index in step] for step in indices]
+        count = len(want[0][0]) if want and want[0] else 0
+        return entropy.shortest_stream(encoder, lambda data: all(
+            np.array_equal(a, b) for got, exp in zip(self._read_indices(plan, data, count), want)
+            for a, b in zip(got, exp)))
+
+    def _read_indices(self, plan, payload: bytes, count: int) -> list[list[np.ndarray]]:
+        decoder = entropy.decoder_from_trimmed(payload)
+        return [[pfr.read_indices(decoder, count, e / 2**10, self._log2_n(e)) for _, e in chunks]
+                for _, _, chunks in plan]
 
     @torch.no_grad()
     def ideal_bits(self, z0: torch.Tensor, stop: int, generator: torch.Generator) -> np.ndarray:
@@ -265,13 +273,24 @@ class DiffC(Codec):
         if len(x) == 0:
             raise LdcodecError("no images to compress: the input holds 0 images")
 
-    def _parse_params(self, params: bytes) -> tuple[int, int, str]:
-        """Two bytes, little-endian: stop level - 1 (7 bits), steps - 1 (6 bits), decode (2 bits)."""
-        word = int.from_bytes(bytes(params), "little") if len(params) == 2 else -1
-        stop, steps, decode = (word & 0x7F) + 1, (word >> 7 & 0x3F) + 1, word >> 13
-        if word < 0 or decode >= len(DECODES) or not 1 <= steps <= MAX_STEPS:
+    def _params(self, stop: int, steps: int, decode: str) -> tuple[bytes, bytes]:
+        """``(params, payload head)``: one byte ``stop - 1`` (7 bits) with bit 7 set when a second
+        byte ``(steps - 1) | decode << 6`` opens the payload; it is left out when the steps are the
+        automatic number for this stop level and the decode is ``flow`` (the usual case)."""
+        if steps == self._steps(stop, None) and decode == DECODES[0]:
+            return bytes([stop - 1]), b""
+        return bytes([0x80 | (stop - 1)]), bytes([(steps - 1) | DECODES.index(decode) << 6])
+
+    def _parse_params(self, params: bytes, payload: bytes) -> tuple[int, int, str, bytes]:
+        """Inverse of :meth:`_params` -> ``(stop, steps, decode, payload without its head)``."""
+        if len(params) != 1:
             raise LdcodecError(f"mode U parameters {bytes(params).hex()} are invalid: the stream is damaged")
-        return stop, steps, DECODES[decode]
+        stop = (params[0] & 0x7F) + 1
+        if not params[0] & 0x80:
+            return stop, self._steps(stop, None), DECODES[0], payload
+        if not payload or payload[0] >> 6 >= len(DECODES):
+            raise LdcodecError("mode U stream header is damaged (bad coding steps or decode byte)")
+        return stop, (payload[0] & 0x3F) + 1, DECODES[payload[0] >> 6], payload[1:]
 
 
 def _step_key(a: int, b: int) -> int:

@@ -15,9 +15,8 @@ Sec. 3 and the Random123 reference): a counter ``(c0, c1, c2, c3)`` and a key ``
     (k0, k1) <- (k0 + W0, k1 + W1)  mod 2^32                         (between rounds)
 
 with ``M0 = 0xD2511F53``, ``M1 = 0xCD9E8D57``, ``W0 = 0x9E3779B9``, ``W1 = 0xBB67AE85``. Words
-live in int64 tensors; each 32x32-bit product is formed from two 16x32-bit halves so that no
-intermediate exceeds 2^49 (int64 overflow is never relied on). ``tests/test_candidates.py``
-checks Random123's known-answer vectors.
+live in int64 tensors; ``tests/test_candidates.py`` and :func:`self_check` (run before a codec
+draws its first candidate) check Random123's known-answer vectors.
 
 Normals (format 2, fixed here): a word ``w`` gives the float32 uniform
 ``u = ((w >> 8) + 0.5) / 2^24`` in (0, 1); the pair ``(w_a, w_b)`` gives
@@ -38,6 +37,8 @@ import math
 
 import torch
 
+from ldcodec.errors import LdcodecError
+
 M0, M1 = 0xD2511F53, 0xCD9E8D57
 W0, W1 = 0x9E3779B9, 0xBB67AE85
 ROUNDS = 10
@@ -49,27 +50,48 @@ PURPOSE_OFFSETS = 1  # each image's offset into a chunk's shared codebook
 Tensor = torch.Tensor
 
 
-def _mulhilo(a: int, b: Tensor) -> tuple[Tensor, Tensor]:
-    """``(hi, lo)`` 32-bit words of the 64-bit product of the constant ``a`` and words ``b``."""
-    x = (a & 0xFFFF) * b  # < 2^48
-    y = (a >> 16) * b  # < 2^48
-    mid = x + ((y & 0xFFFF) << 16)  # < 2^49
-    return (y >> 16) + (mid >> 32), mid & MASK32
-
-
 def philox4x32(counter: tuple[Tensor, Tensor, Tensor, Tensor], key: tuple[int, int]) -> tuple[Tensor, ...]:
     """Philox4x32-10 of int64 word tensors ``counter`` (broadcastable, each in [0, 2^32)) under
-    ``key = (k0, k1)`` -> four int64 word tensors of the broadcast shape."""
+    ``key = (k0, k1)`` -> four int64 word tensors of the broadcast shape.
+
+    Each 32x32-bit product is one int64 multiplication: its low 64 bits are exact in two's
+    complement, so ``p & MASK32`` and ``(p >> 32) & MASK32`` are the product's low and high words
+    whatever its sign. :func:`self_check` verifies this on the running machine (Random123's
+    known answers) before the first candidate is drawn.
+    """
     c0, c1, c2, c3 = (torch.as_tensor(c, dtype=torch.int64) for c in counter)
     c0, c1, c2, c3 = torch.broadcast_tensors(c0, c1, c2, c3)
     k0, k1 = int(key[0]) & MASK32, int(key[1]) & MASK32
     for r in range(ROUNDS):
-        hi0, lo0 = _mulhilo(M0, c0)
-        hi1, lo1 = _mulhilo(M1, c2)
-        c0, c1, c2, c3 = hi1 ^ c1 ^ k0, lo1, hi0 ^ c3 ^ k1, lo0
+        p0, p1 = c0 * M0, c2 * M1
+        c0, c1, c2, c3 = ((p1 >> 32) & MASK32) ^ c1 ^ k0, p1 & MASK32, ((p0 >> 32) & MASK32) ^ c3 ^ k1, p0 & MASK32
         if r < ROUNDS - 1:
             k0, k1 = (k0 + W0) & MASK32, (k1 + W1) & MASK32
     return c0, c1, c2, c3
+
+
+# Random123's kat_vectors for Philox4x32-10: (counter, key, output).
+KNOWN_ANSWERS = (
+    ((0, 0, 0, 0), (0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
+    ((0xFFFFFFFF,) * 4, (0xFFFFFFFF,) * 2, (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)),
+    ((0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344), (0xA4093822, 0x299F31D0),
+     (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1)),
+)
+_CHECKED: set[str] = set()
+
+
+def self_check(device: torch.device | str = "cpu") -> None:
+    """Raise ``LdcodecError`` unless :func:`philox4x32` gives Random123's known answers on ``device``
+    (checked once per device type): streams would otherwise decode to different latents."""
+    kind = torch.device(device).type
+    if kind in _CHECKED:
+        return
+    for ctr, key, want in KNOWN_ANSWERS:
+        got = philox4x32(tuple(torch.tensor([c], device=device) for c in ctr), key)
+        if tuple(int(w[0]) for w in got) != want:
+            raise LdcodecError(f"the Philox4x32 candidate generator gives wrong words on {kind} with torch "
+                               f"{torch.__version__}; mode U streams cannot be coded here")
+    _CHECKED.add(kind)
 
 
 def _uniform(w: Tensor) -> Tensor:
@@ -99,6 +121,7 @@ def stream_key(model_id: bytes) -> int:
 def candidates(key: int, step: int, chunk: int, start: int, count: int, dims: int,
                device: torch.device | str = "cpu") -> Tensor:
     """Candidates ``start .. start + count - 1`` of a chunk of ``dims`` dims -> float32 ``(count, dims)``."""
+    self_check(device)
     per = (dims + 3) // 4
     n = torch.arange(start, start + count, dtype=torch.int64, device=device)
     index = n[:, None] * per + torch.arange(per, dtype=torch.int64, device=device)[None]
@@ -110,6 +133,7 @@ def candidate(key: int, step: int, chunk: int, n: Tensor, dims: int) -> Tensor:
 
     What the decoder regenerates: only the chosen rows, not the whole codebook.
     """
+    self_check(n.device)
     per = (dims + 3) // 4
     index = n[:, None].to(torch.int64) * per + torch.arange(per, dtype=torch.int64, device=n.device)[None]
     return _blocks(index, chunk, step, (key, PURPOSE_CANDIDATES)).reshape(len(n), per * 4)[:, :dims]

@@ -48,7 +48,7 @@ DEFAULT_PAD = 6  # candidates per chunk: 2^(ceil(expected KL) + pad)
 MAX_PAD = 10
 MAX_LOG2_CANDIDATES = 22
 MIN_LOG2_CANDIDATES = 10
-ROWS = 1 << 13  # candidates scored per matrix product
+ROWS = 1 << 11  # candidates scored per matrix product (cache-sized)
 TABLE_PRECISION = 16
 
 Tensor = torch.Tensor

@@ -177,7 +177,14 @@ class CodingTables:
         out = [0]
         for a, b in zip(levels[:-1], levels[1:]):
             out += split(a, b)
-        return out
+        # a discrete (DDPM) process snaps neighbouring levels to the same time: drop empty steps
+        kept = [0]
+        for b in out[1:]:
+            if self.t[b] < self.t[kept[-1]]:
+                kept.append(b)
+        if kept[-1] != stop:  # the stop level shares its time with the last kept level
+            kept[-1] = stop
+        return kept
 
     def step_bits(self, a: int, b: int) -> np.ndarray:
         """Expected KL per dim of the coded step ``a -> b`` (int64, ``2^-FRAC_BITS`` bits):

@@ -1,0 +1,76 @@
+"""Bjøntegaard delta rate and delta PSNR between two rate-distortion curves.
+
+The method of G. Bjøntegaard, "Calculation of average PSNR differences between RD-curves",
+ITU-T SG16/Q6 VCEG-M33 (2001): fit each curve with a least-squares cubic polynomial, then average
+the vertical gap between the two fits over the interval where both curves have data.
+
+- **BD-PSNR** (dB): fit ``PSNR = P(log R)`` to each curve and average ``P_b - P_a`` over the
+  overlap of the two log-rate ranges. Positive: the test curve ``b`` has higher PSNR at equal
+  rate.
+- **BD-rate** (percent): fit ``log R = Q(PSNR)`` and average ``Q_b - Q_a`` over the overlap of
+  the two PSNR ranges; the mean log-rate gap ``d`` becomes ``(10^d - 1) x 100``. Negative: the test
+  curve needs that much less rate at equal PSNR (``-50`` means half the rate).
+
+The curve ``a`` is the anchor (reference), ``b`` the codec under test. Rates may be in any unit
+(bits per image, bpp): only their ratios matter. The logarithm's base does not change either
+result (a cubic in ``log10 R`` is a cubic in ``ln R``). Each curve needs at least four points
+with four distinct values of the fitted variable (the cubic has four coefficients); with exactly
+four the fit interpolates, as in VCEG-M33. This is the original polynomial method, not the
+piecewise-cubic variant of later VCEG/JCT-VC spreadsheets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from ..errors import LdcodecError
+
+DEGREE = 3
+
+
+def _curve(rates: Sequence[float], psnr: Sequence[float], name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Validated ``(log10 rates, psnr)`` float64 arrays of one curve."""
+    r = np.asarray(rates, dtype=np.float64).ravel()
+    p = np.asarray(psnr, dtype=np.float64).ravel()
+    if r.shape != p.shape:
+        raise LdcodecError(f"curve {name}: {r.size} rates but {p.size} PSNR values; give one PSNR per rate")
+    if not (np.all(np.isfinite(r)) and np.all(np.isfinite(p))):
+        raise LdcodecError(f"curve {name}: rates and PSNR values must be finite numbers")
+    if np.any(r <= 0):
+        raise LdcodecError(f"curve {name}: rates must be positive (the fit is on log-rate), got {r.min()}")
+    return np.log10(r), p
+
+
+def _fit(x: np.ndarray, y: np.ndarray, name: str, what: str) -> np.ndarray:
+    """Least-squares cubic coefficients of ``y(x)`` (highest power first)."""
+    if np.unique(x).size <= DEGREE:
+        raise LdcodecError(f"curve {name}: a Bjøntegaard cubic fit needs at least {DEGREE + 1} distinct "
+                           f"{what} values, got {np.unique(x).size}")
+    return np.polyfit(x, y, DEGREE)
+
+
+def _mean_gap(xa: np.ndarray, ya: np.ndarray, xb: np.ndarray, yb: np.ndarray, what: str) -> float:
+    """Mean of ``fit_b(x) - fit_a(x)`` over the overlap of the two curves' ``x`` ranges."""
+    lo, hi = max(xa.min(), xb.min()), min(xa.max(), xb.max())
+    if not hi > lo:
+        raise LdcodecError(f"the two curves' {what} ranges do not overlap; Bjøntegaard deltas need a shared interval")
+    gap = np.polyint(np.polysub(_fit(xb, yb, "b", what), _fit(xa, ya, "a", what)))
+    return float((np.polyval(gap, hi) - np.polyval(gap, lo)) / (hi - lo))
+
+
+def bd_psnr(rates_a: Sequence[float], psnr_a: Sequence[float],
+            rates_b: Sequence[float], psnr_b: Sequence[float]) -> float:
+    """Average PSNR gain in dB of curve ``b`` over anchor ``a`` at equal rate (VCEG-M33)."""
+    la, pa = _curve(rates_a, psnr_a, "a")
+    lb, pb = _curve(rates_b, psnr_b, "b")
+    return _mean_gap(la, pa, lb, pb, "log-rate")
+
+
+def bd_rate(rates_a: Sequence[float], psnr_a: Sequence[float],
+            rates_b: Sequence[float], psnr_b: Sequence[float]) -> float:
+    """Average rate change in percent of curve ``b`` against anchor ``a`` at equal PSNR (VCEG-M33)."""
+    la, pa = _curve(rates_a, psnr_a, "a")
+    lb, pb = _curve(rates_b, psnr_b, "b")
+    return float((10.0 ** _mean_gap(pa, la, pb, lb, "PSNR") - 1.0) * 100.0)
