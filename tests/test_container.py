@@ -68,7 +68,7 @@ def test_varints_and_parts():
     (_sealed(FILE[:7] + container.varint(2 ** 20 + 1) + b"\x07"), "declares 1048577 images"),
     (_sealed(FILE[:7] + b"\x81\x00\x07"), "minimally"),
     (_sealed(FILE[:7] + b"\xff\xff\xff\x7f"), "malformed"),
-    (_sealed(b"Ld\x21" + MODEL + b"\x01\x00"), "truncated inside its parameters"),  # diffc needs 2 bytes
+    (_sealed(b"Ld\x22" + MODEL + b"\x01"), "truncated inside its parameters"),  # cdc needs 1 byte
 ])
 def test_specific_damage_gives_a_clear_message(data, message):
     with pytest.raises(LdcodecError, match=message) as e:
