@@ -43,7 +43,7 @@ from ldcodec.diffusion.decodes import DECODES, decode_latent
 from ldcodec.diffusion.samplers import denoise
 from ldcodec.errors import LdcodecError
 
-STEP_BITS = 8  # automatic coding steps: about one per this many expected (ideal) bits
+AUTO_MAX_STEPS = 32  # the automatic number of coding steps is searched in 1..AUTO_MAX_STEPS
 MAX_STEPS = 64
 DEFAULT_T = 0.3  # stop time when neither t_stop nor bits is given
 TABLE_LATENTS = 2048  # training latents behind the coding tables
@@ -84,6 +84,7 @@ class DiffC(Codec):
             raise LdcodecError(f"codec.max_chunk_bits = {self.budget} and codec.pad = {self.pad} must lie in 1..20 "
                                f"and 0..{pfr.MAX_PAD}")
         self._id = _model_id(model, tables)
+        self._auto_steps: dict[int, int] = {}
         self.key = cand.stream_key(self._id)
 
     def model_id(self) -> bytes:
@@ -109,7 +110,9 @@ class DiffC(Codec):
     def _steps(self, stop: int, steps: int | None) -> int:
         steps = steps if steps is not None else (self.model.cfg.codec.coding_steps or None)
         if steps is None:
-            return int(min(max(round(self.tables.expected_bits(stop) / STEP_BITS), 1), MAX_STEPS))
+            if stop not in self._auto_steps:
+                self._auto_steps[stop] = self.tables.best_steps(stop, self.budget, AUTO_MAX_STEPS)
+            return self._auto_steps[stop]
         if not 1 <= steps <= MAX_STEPS:
             raise LdcodecError(f"--coding-steps {steps} is outside 1..{MAX_STEPS}")
         return int(steps)
@@ -123,7 +126,7 @@ class DiffC(Codec):
     @torch.no_grad()
     def compress(self, x: torch.Tensor, rate: dict | None = None) -> Compressed:
         """Images ``(N, C, H, W)`` -> one payload. ``rate``: ``t_stop`` or ``bits`` (per image,
-        predicted from the tables), ``coding_steps`` (default: about one per 8 expected bits),
+        predicted from the tables), ``coding_steps`` (default: the number with the least predicted cost, :meth:`CodingTables.best_steps`),
         ``decode`` (the default decode written in the params)."""
         rate = dict(rate or {})
         self._check_images(x)
