@@ -18,7 +18,7 @@ import time
 import torch
 
 from ldcodec.checkpoint import load_model
-from ldcodec.codec import DECODES, Codec
+from ldcodec.codecs import model_codec
 from ldcodec.data import load_split, to_tensor
 
 
@@ -26,24 +26,26 @@ def bench(run: str, data_root, n: int, bpp: float, t_values: list[float], device
     model, cfg, _ = load_model(run, device=device)
     if chunk_bits is not None:
         cfg.codec.max_chunk_bits = chunk_bits
-    h, w, _ = model.image_shape
     x = to_tensor(load_split(cfg.data.dataset, "test", data_root, limit=n)[0])
-    codec = Codec(model, device=device)
-    settings = [{"bits": bpp * h * w}] + [{"t": t} for t in t_values] if codec.mode == "U" else [{}]
+    codec = model_codec(model, run, device=device, data_root=data_root)
+    _, h, w = codec.image_shape
+    settings = [{"bits": bpp * h * w}] + [{"t_stop": t} for t in t_values] if codec.mode == "U" else [{}]
     for kw in settings:
         start = time.perf_counter()
-        r = codec.compress(x, **kw)
+        c = codec.compress(x, kw)
+        data = codec.frame(c)
         enc = time.perf_counter() - start
-        rec = {"run": run, "cell": cfg.name, "mode": codec.mode, "setting": kw, "t": r.rate, "images": n,
-               "max_chunk_bits": cfg.codec.max_chunk_bits, "coding_steps": cfg.codec.coding_steps,
-               "bits_actual": round(float(r.actual_bits.mean()), 1),
-               "bits_estimated": round(float(r.estimated_bits.mean()), 1),
-               "bpp_actual": round(float(r.actual_bits.mean()) / (h * w), 4),
-               "actual_over_estimated": round(float(r.actual_bits.mean() / r.estimated_bits.mean()), 3),
+        actual = codec.actual_bits(c, data)
+        rec = {"run": run, "cell": cfg.name, "mode": codec.mode, "setting": kw, "rate_setting": c.rate_setting,
+               "images": n, "max_chunk_bits": cfg.codec.max_chunk_bits, "coding_steps": cfg.codec.coding_steps,
+               "bits_actual": round(actual, 1), "bits_file": round(float(c.file_bits.mean()), 1),
+               "bits_estimated": round(float(c.estimated_bits.mean()), 1),
+               "bpp_actual": round(actual / (h * w), 4),
+               "actual_over_estimated": round(float(actual / c.estimated_bits.mean()), 3),
                "compress_ms_per_image": round(1000 * enc / n, 1)}
-        for decode in DECODES:
+        for decode in codec.decodes:
             start = time.perf_counter()
-            y = codec.decompress(r.stream, decode=decode)
+            y = codec.decompress_file(data, decode=decode)
             rec[f"decompress_ms_{decode}"] = round(1000 * (time.perf_counter() - start) / n, 1)
             rec[f"mse_{decode}"] = round(float(((y - x) ** 2).mean()), 5)
         print(json.dumps(rec), flush=True)

@@ -5,16 +5,16 @@
 
 Two tiny models are trained for a few steps on the built-in MNIST sample, one per mode (U:
 DiffC with reverse channel coding, C: the conditional decoder's entropy-coded code). Real
-streams of two test images each, made through the public API (``Codec(model).compress``),
-seed libFuzzer's corpus. The first byte of every fuzzer input picks the model (bit 0) and what
-the rest is (bit 1):
+format 2 files of two test images each, made through the public API
+(``codec.frame(codec.compress(x, rate))`` of the registered codecs), seed libFuzzer's corpus.
+The first byte of every fuzzer input picks the model (bit 0) and what the rest is (bit 1):
 
-- raw: the whole stream, so the header, the record framing and the checksums are fuzzed;
-- sealed: image 0's payload, put back into the seed stream behind freshly computed checksums
-  (``coding.bitstream.read_stream`` / ``write_stream``), so the damage reaches the range decoder
-  and the RCC / density decoders. Without those two functions only raw inputs are run.
+- raw: the whole file, so the container's fields and its checksum are fuzzed;
+- sealed: the file's payload, framed again with the seed's parameters behind a fresh checksum
+  (``codecs.container.write``), so the damage reaches the range decoder and the PFR / density
+  decoders.
 
-The property checked on each input (:func:`check_decode`): ``Codec.decompress`` returns images
+The property checked on each input (:func:`check_decode`): ``codec.decompress_file`` returns images
 ``(N, C, H, W)``, finite and in [0, 1], or raises ``LdcodecError`` with a one-line message.
 Any other exception is a finding (libFuzzer saves the input as ``crash-*``), and so is an input
 that runs longer than ``--timeout`` seconds or a process above ``--rss-mb`` MiB. The run's
@@ -68,12 +68,12 @@ def check_decode(codec, stream: bytes) -> None:
     from ldcodec.errors import LdcodecError
 
     try:
-        y = codec.decompress(stream)
+        y = codec.decompress_file(stream)
     except LdcodecError as e:
         if not str(e) or "\n" in str(e):
             raise AssertionError(f"error message is not one line: {str(e)!r}") from e
         return
-    h, w, c = codec.model.image_shape
+    c, h, w = codec.image_shape
     if not (isinstance(y, torch.Tensor) and y.dim() == 4 and tuple(y.shape[1:]) == (c, h, w)):
         raise AssertionError(f"decoded {type(y).__name__} of shape {getattr(y, 'shape', None)}, not (N, {c}, {h}, {w})")
     if not (torch.isfinite(y).all() and y.min() >= 0 and y.max() <= 1):
@@ -85,43 +85,40 @@ class Harness:
 
     def __init__(self, runs: dict[str, Path]):
         from ldcodec.checkpoint import load_model
-        from ldcodec.codec import Codec
+        from ldcodec.codecs import model_codec
         from ldcodec.data import load_split, to_tensor
 
         x = to_tensor(load_split("mnist", "test", limit=IMAGES)[0])
-        self.codecs = {mode: Codec(load_model(runs[mode])[0]) for mode in MODES}
-        self.streams = {mode: codec.compress(x, **({"t": T} if mode == "U" else {})).stream
+        self.codecs = {mode: model_codec(load_model(runs[mode])[0], runs[mode]) for mode in MODES}
+        self.streams = {mode: codec.frame(codec.compress(x, {"t_stop": T} if mode == "U" else None))
                         for mode, codec in self.codecs.items()}
-        try:
-            from ldcodec.coding.bitstream import read_stream, write_stream
-        except ImportError:
-            read_stream = write_stream = None
-        self._read, self._write = read_stream, write_stream
-
-    @property
-    def can_seal(self) -> bool:
-        return self._read is not None
 
     def seal(self, mode: str, payload: bytes) -> bytes:
-        """The seed stream of ``mode`` with image 0's payload replaced, behind valid checksums."""
-        header, payloads = self._read(self.streams[mode])
-        return self._write(header, [payload] + payloads[1:])
+        """The seed file of ``mode`` with its payload replaced, behind a valid checksum."""
+        from ldcodec.codecs import container
+
+        codec_id, model_id, params, _, count = container.read(self.streams[mode])
+        return container.write(codec_id, model_id, params, payload, count)
 
     def stream_of(self, data: bytes) -> tuple[str, bytes]:
         """Fuzzer input -> (mode, stream to decode)."""
         mode = MODES[data[0] % 2]
-        if data[0] & 2 and self.can_seal:
+        if data[0] & 2:
             return mode, self.seal(mode, data[1:])
         return mode, data[1:]
 
     def seeds(self) -> list[bytes]:
-        """The seed corpus: each mode's real stream raw, and its image-0 payload to be sealed."""
+        """The seed corpus: each mode's real file raw, and its payload to be sealed."""
         out = []
         for i, mode in enumerate(MODES):
             out.append(bytes([i]) + self.streams[mode])
-            if self.can_seal:
-                out.append(bytes([i | 2]) + self._read(self.streams[mode])[1][0])
+            out.append(bytes([i | 2]) + self._payload(mode))
         return out
+
+    def _payload(self, mode: str) -> bytes:
+        from ldcodec.codecs import container
+
+        return container.read(self.streams[mode])[3]
 
     def __call__(self, data: bytes) -> None:
         if data:
@@ -138,10 +135,9 @@ def worker(runs: Path, libfuzzer_args: list[str]) -> None:
 
     torch.set_num_threads(1)
     with atheris.instrument_imports(include=["ldcodec"]):
-        import ldcodec.codec  # noqa: F401
-        import ldcodec.coding.bitstream  # noqa: F401
+        import ldcodec.codecs  # noqa: F401
         import ldcodec.coding.entropy  # noqa: F401
-        import ldcodec.coding.rcc  # noqa: F401
+        import ldcodec.coding.pfr  # noqa: F401
     harness = Harness({mode: runs / mode for mode in MODES})
     atheris.Setup([sys.argv[0], *libfuzzer_args], harness)
     atheris.Fuzz()
@@ -182,7 +178,7 @@ def fuzz(seconds: int, timeout: int, rss_mb: int, work: Path) -> dict:
         "inputs_per_second": _last_int(r"stat::average_exec_per_sec:\s*(\d+)", log),
         "coverage_edges": _last_int(r"cov: (\d+)", log), "features": _last_int(r"ft: (\d+)", log),
         "corpus_inputs": _last_int(r"corp: (\d+)", log), "peak_rss_mb": _last_int(r"stat::peak_rss_mb:\s*(\d+)", log),
-        "seeds": len(harness.seeds()), "sealed_inputs": harness.can_seal, "cells": CELLS,
+        "seeds": len(harness.seeds()), "sealed_inputs": True, "cells": CELLS,
         "findings": findings, "machine": f"{platform.machine()}, {platform.python_version()}",
         "command": " ".join(["python", "benchmarks/fuzz_streams.py", "--seconds", str(seconds)]),
     }

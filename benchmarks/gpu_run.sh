@@ -53,7 +53,7 @@ python3 - <<'PY' 2>&1 | tee "$OUT/codec-gpu.log"
 import json, os, shutil, time, torch, numpy as np
 from pathlib import Path
 from ldcodec.checkpoint import load_model
-from ldcodec.codec import Codec
+from ldcodec.codecs import model_codec
 from ldcodec.data import load_split, to_tensor, to_uint8
 out = Path(os.environ["OUT"])
 x = to_tensor(load_split("cifar10", "test", ".devdata")[0][:2000])
@@ -68,21 +68,23 @@ for cell in ["cifar10-cnn-ddpm-uncond-gauss", "cifar10-cnn-ddpm-cond-gauss"]:
         shutil.copy(ckpt / f, dst / f)
     shutil.copy(run / "metrics.jsonl", dst / "metrics.jsonl")
     model, cfg, _ = load_model(run, device="cuda")
-    codec = Codec(model, device="cuda", batch_size=1000)
+    codec = model_codec(model, run, device="cuda", data_root=".devdata")
     n = 2000 if codec.mode == "C" else 200
-    kw = {} if codec.mode == "C" else {"t": 0.3}
+    kw = {} if codec.mode == "C" else {"t_stop": 0.3}
     for dec in ("mse", "flow"):
         torch.cuda.synchronize(); t0 = time.perf_counter()
-        r = codec.compress(x[:n], decode=dec, **kw)
+        c = codec.compress(x[:n], {"decode": dec, **kw})
+        data = codec.frame(c)
         torch.cuda.synchronize(); t1 = time.perf_counter()
-        y = codec.decompress(r.stream)
+        y = codec.decompress_file(data)
         torch.cuda.synchronize(); t2 = time.perf_counter()
         rec = {"cell": cell, "decode": dec, "images": n, "encode_img_per_s": n / (t1 - t0),
-               "decode_img_per_s": n / (t2 - t1), "actual_bits": float(r.actual_bits.mean()),
-               "estimated_bits": float(r.estimated_bits.mean()), "mse": float(((y - x[:n]) ** 2).mean())}
+               "decode_img_per_s": n / (t2 - t1), "actual_bits": codec.actual_bits(c, data),
+               "file_bits": float(c.file_bits.mean()), "estimated_bits": float(c.estimated_bits.mean()),
+               "mse": float(((y - x[:n]) ** 2).mean())}
         print(json.dumps(rec), flush=True)
     if codec.mode == "C":
-        (dst / "stream.ldc").write_bytes(r.stream)
+        (dst / "stream.ldc").write_bytes(data)
         np.save(dst / "gpu_decoded.npy", to_uint8(y))
 PY
 # at most 8 files come back: one tar per model, one for the classifier and the logs

@@ -47,3 +47,28 @@ def tiny_config(path: str | Path = GRID[0], *extra: str):
             pytest.skip("shared CIFAR-10 shards not found")
         cfg.data.root = str(root)
     return cfg
+
+
+# Tiny trained grid cells shared by the codec tests (trained once per session, read-only):
+# name -> (grid cell, overrides). The mode C codes are large enough for >= 100 bits per image.
+CELLS = {
+    "mlp-U": ("mnist-mlp-ddpm-uncond-gauss", ()),
+    "cnn-U": ("mnist-cnn-sde-uncond-delta", ()),
+    "mlp-C": ("mnist-mlp-sde-cond-delta", ("cond.code_dim=64",)),
+    "cnn-C": ("mnist-cnn-ddpm-cond-gauss", ("cond.code_channels=4",)),
+}
+CELL_TRAIN_STEPS = 20
+
+
+@pytest.fixture(scope="session")
+def runs(tmp_path_factory) -> dict[str, Path]:
+    """The four tiny trained runs ``CELLS``, as run folders."""
+    from ldcodec.train import train
+
+    root = tmp_path_factory.mktemp("codec-runs")
+    out = {}
+    for name, (cell, extra) in CELLS.items():
+        out[name] = root / name
+        train(tiny_config(REPO / "configs" / "grid" / f"{cell}.yaml", f"train.steps={CELL_TRAIN_STEPS}", *extra),
+              out[name], progress=False)
+    return out

@@ -21,6 +21,8 @@ def test_help_lists_every_subcommand():
     ["train", "configs/grid/cifar10-mlp-ddpm-uncond-gauss.yaml", "--out", "X", "--data-root", "/nonexistent"],
     ["train", "configs/grid/mnist-mlp-ddpm-uncond-gauss.yaml", "--out", "X", "--device", "cdu"],
     ["evaluate", "--dataset", "gaussian", "-o", "X/r.json", "--decodes", "sharp"],
+    ["evaluate", "--dataset", "mnist", "-o", "X/r.json", "--baseline", "png"],
+    ["evaluate", "--dataset", "mnist", "-o", "X/r.json", "--baseline", "jpeg", "--qualities", "jpg=5,50"],
 ])
 def test_user_errors_exit_2_with_one_line(argv, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(REPO)

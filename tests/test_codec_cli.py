@@ -17,7 +17,25 @@ import torch
 from ldcodec.cli import main
 from ldcodec.data import load_png_folder, load_split, save_png, to_tensor, to_uint8
 
-from test_codec import BAD_STREAMS, codecs, runs  # noqa: F401 (shared session fixtures)
+from ldcodec.checkpoint import load_model
+from ldcodec.codecs import model_codec
+
+from test_codec_contract import BAD
+
+
+@pytest.fixture(scope="module")
+def codecs(runs) -> dict:
+    """Each tiny run's registered codec (diffc for the mode U cells, cdc for mode C)."""
+    return {name: model_codec(load_model(run)[0]) for name, run in runs.items()}
+
+
+def rate(codec, t: float = 0.5, **extra) -> dict:
+    return {"t_stop": t, **extra} if codec.mode == "U" else dict(extra)
+
+
+def compressed(codec, x, **rate_kw) -> bytes:
+    """The file ``ldcodec compress`` writes for images ``x``."""
+    return codec.frame(codec.compress(x, rate_kw))
 
 
 @pytest.fixture(scope="module")
@@ -32,9 +50,8 @@ def streams(tmp_path_factory, codecs, pixels) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("codec-cli-streams")
     out = {}
     for name, codec in codecs.items():
-        r = codec.compress(to_tensor(pixels), "realism", **({"t": 0.5} if codec.mode == "U" else {}))
         out[name] = folder / f"{name}.ldc"
-        out[name].write_bytes(r.stream)
+        out[name].write_bytes(compressed(codec, to_tensor(pixels), **rate(codec, decode="realism")))
     return out
 
 
@@ -65,19 +82,19 @@ def torch_threads(n: int):
 
 # -- agreement with the API ------------------------------------------------------------------
 
-@pytest.mark.parametrize("name, rate", [("mlp-U", ["--t", "0.4"]), ("cnn-U", ["--bits", "250"]), ("mlp-C", []),
-                                        ("cnn-C", [])])
+@pytest.mark.parametrize("name, rate", [("mlp-U", ["--t", "0.4"]), ("mlp-U", []), ("cnn-U", ["--bits", "250"]),
+                                        ("mlp-C", []), ("cnn-C", [])])
 def test_cli_matches_the_api(runs, codecs, pixels, tmp_path, capsys, name, rate):
     folder = png_folder(tmp_path / "in", pixels)
     stream = tmp_path / "s.ldc"
     assert main(["compress", str(runs[name]), str(folder), "-o", str(stream), "--decode", "mse", *rate]) == 0
     assert "bits per image: actual" in capsys.readouterr().out
-    kw = {"t": 0.4} if "--t" in rate else {"bits": 250.0} if rate else {}
-    expected = codecs[name].compress(to_tensor(pixels), "mse", **kw).stream
+    kw = {"t_stop": 0.4} if "--t" in rate else {"bits": 250.0} if rate else {}
+    expected = compressed(codecs[name], to_tensor(pixels), decode="mse", **kw)
     assert stream.read_bytes() == expected
     assert main(["decompress", str(runs[name]), str(stream), "-o", str(tmp_path / "out.npz")]) == 0
     with np.load(tmp_path / "out.npz") as z:
-        assert np.array_equal(z["images"], to_uint8(codecs[name].decompress(expected)))
+        assert np.array_equal(z["images"], to_uint8(codecs[name].decompress_file(expected)))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "out.npz", "s.ldc"]
 
 
@@ -85,7 +102,7 @@ def test_decoding_in_another_process_with_one_thread_gives_identical_pngs(runs, 
     """Subprocesses (OMP_NUM_THREADS=1) and this process (2 threads) decode the same pixels."""
     names = ["cnn-U", "cnn-C", "mlp-U"]
     with torch_threads(2):  # before the subprocesses start: two threads spin-wait badly on a busy machine
-        here = {name: to_uint8(codecs[name].decompress(streams[name].read_bytes())) for name in names}
+        here = {name: to_uint8(codecs[name].decompress_file(streams[name].read_bytes())) for name in names}
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     jobs = {name: subprocess.Popen([sys.executable, "-m", "ldcodec.cli", "decompress", str(runs[name]),
                                     str(streams[name]), "-o", str(tmp_path / name)],
@@ -101,11 +118,13 @@ def test_decoding_in_another_process_with_one_thread_gives_identical_pngs(runs, 
 
 # -- user errors ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("kind", BAD_STREAMS)
+@pytest.mark.parametrize("kind", [*BAD, "file of another checkpoint"])
 def test_bad_streams_exit_2_and_write_nothing(runs, codecs, streams, pixels, tmp_path, capsys, kind):
-    foreign = codecs["mlp-C"].compress(to_tensor(pixels)).stream  # a stream of another model
     bad = tmp_path / "bad.ldc"
-    bad.write_bytes(BAD_STREAMS[kind](streams["mlp-U"].read_bytes(), foreign))
+    if kind == "file of another checkpoint":
+        bad.write_bytes(streams["cnn-U"].read_bytes())
+    else:
+        bad.write_bytes(BAD[kind](streams["mlp-U"].read_bytes(), codecs["mlp-U"]))
     for output in ("out", "out.npz", "one.png"):
         user_error(["decompress", runs["mlp-U"], bad, "-o", tmp_path / output], capsys)
     assert [p.name for p in tmp_path.iterdir()] == ["bad.ldc"]
@@ -128,9 +147,10 @@ def test_images_of_the_wrong_size_exit_2(runs, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("name, rate, match", [
-    ("mlp-C", ["--t", "0.5"], "mode C"), ("cnn-C", ["--bits", "200"], "mode C"), ("mlp-U", [], "--t T"),
-    ("cnn-U", ["--t", "1.5"], "outside"), ("mlp-U", ["--t", "0.99999999"], "float32"),
+    ("mlp-C", ["--t", "0.5"], "mode C"), ("cnn-C", ["--bits", "200"], "mode C"),
+    ("cnn-U", ["--t", "1.5"], "outside"), ("mlp-U", ["--t", "1.0"], "outside"),
     ("mlp-U", ["--bits", "nan"], "positive"), ("mlp-U", ["--bits", "-3"], "positive"),
+    ("mlp-U", ["--coding-steps", "65"], "coding-steps"),
 ])
 def test_bad_rate_settings_exit_2(runs, pixels, tmp_path, capsys, name, rate, match):
     np.savez(tmp_path / "in.npz", images=pixels)
@@ -163,5 +183,5 @@ def test_progressive_decode_from_the_cli(runs, codecs, streams, tmp_path):
     assert main(["decompress", str(runs["cnn-U"]), str(streams["cnn-U"]), "-o", str(tmp_path / "p.npz"),
                  "--max-steps", "1", "--decode", "flow"]) == 0
     with np.load(tmp_path / "p.npz") as z:
-        expected = codecs["cnn-U"].decompress(streams["cnn-U"].read_bytes(), decode="flow", max_steps=1)
+        expected = codecs["cnn-U"].decompress_file(streams["cnn-U"].read_bytes(), decode="flow", max_steps=1)
         assert np.array_equal(z["images"], to_uint8(expected))

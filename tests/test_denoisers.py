@@ -7,7 +7,8 @@ import torch
 
 from ldcodec.diffusion.processes import make_process
 from ldcodec.errors import LdcodecError
-from ldcodec.nets.denoisers import GaussianDenoiser, MLPDenoiser, UNetDenoiser
+from ldcodec.diffusion.gaussian import GaussianDenoiser
+from ldcodec.nets.denoisers import MLPDenoiser, UNetDenoiser
 from ldcodec.nets.embeddings import TimeEmbedding, sinusoidal_embedding
 
 
@@ -99,3 +100,13 @@ def test_gaussian_denoiser_is_the_closed_form():
     torch.testing.assert_close(net(z, t), sigma * (z - alpha * m) / (alpha**2 * s**2 + sigma**2))
     with pytest.raises(LdcodecError):
         net(z, t, torch.randn(3, 1))
+
+
+def test_nets_do_not_import_diffusion():
+    """Networks are networks: the analytic Gaussian denoiser lives in diffusion/, not nets/."""
+    import subprocess
+    import sys
+
+    code = "import sys, ldcodec.nets.denoisers; print(any(m.startswith('ldcodec.diffusion') for m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

@@ -5,45 +5,53 @@ import numpy as np
 import pytest
 import torch
 
-from ldcodec.codec import Codec
 from ldcodec.data import load_split, to_tensor
 from ldcodec.errors import LdcodecError
-from ldcodec.evaluate import SCHEMA, Settings, evaluate, write_results
+from ldcodec.evaluate import THEORY_MIN_BITS, Settings, evaluate
+from ldcodec.metrics import rate
 from ldcodec.metrics.features import save_classifier, train_classifier
 from ldcodec.metrics.gaussian_source import rate_distortion
+from ldcodec.results import SCHEMA, write_results
 from ldcodec.train import train
 
 from conftest import tiny_config
 
-POINT_KEYS = {"model", "kind", "mode", "decode", "rate_setting", "bits_actual", "bits_estimated", "bpp_actual",
-              "bpp_estimated", "mse", "psnr", "ssim", "perception", "accuracy", "images", "seconds", "recon_png"}
+RATE_KEYS = {f"{unit}_{r}" for unit in ("bits", "bpp", "bits_per_dim") for r in rate.RATES}
+POINT_KEYS = {"model", "codec", "kind", "mode", "decode", "rate_setting", "mse", "psnr", "ssim", "perception",
+              "accuracy", "images", "seconds", "recon_png"} | RATE_KEYS
 
 
 def test_gaussian_source_points_respect_shannon_bound():
-    s = Settings(t_values=(0.5, 0.2), coding_steps=(2, 4), perception=())
-    r = evaluate(None, "gaussian", "test", 32, None, None, s, progress=False, gaussian=(8, 0.7))
+    rates = [{"t_stop": t, "coding_steps": k} for k in (1, 2) for t in (0.5, 0.2)]
+    s = Settings(rates={"diffc": rates}, perception=(), progress=False)
+    r = evaluate(None, "gaussian", "test", 32, None, None, s, gaussian=(8, 0.7))
     assert r["schema"] == SCHEMA and len(r["points"]) == 12
-    assert {p["model"] for p in r["points"]} == {"diffc-exact K=2", "diffc-exact K=4"}
+    assert {p["model"] for p in r["points"]} == {"diffc-exact coding_steps=1", "diffc-exact coding_steps=2"}
     var = r["rd_bound"]["variances"]
     for p in r["points"]:
-        assert set(p) == POINT_KEYS
+        assert set(p) == POINT_KEYS | {"theory"} and p["codec"] == "diffc" and p["mode"] == "U"
         assert p["bits_actual"] >= rate_distortion(var, p["mse"])  # no point beats R(D)
-        assert p["bits_actual"] > p["bits_estimated"] > 0
+        assert p["bits_file"] >= p["bits_actual"] > p["bits_estimated"] > 0 and p["bits_ideal"] > 0
+        assert p["bits_per_dim_actual"] == p["bpp_actual"] == p["bits_actual"] / 8  # d = 8 dims in one row
+        if p["decode"] == "mse" and p["bits_ideal"] >= THEORY_MIN_BITS:  # the theory check ran and passed
+            th = p["theory"]
+            assert th["actual"] == pytest.approx(p["bits_actual"]) and th["actual"] >= th["estimated"]
+        else:
+            assert p["theory"] is None
+    assert sum(p["theory"] is not None for p in r["points"]) == 2  # t = 0.2 (2.8 ideal bits) at both K
     assert all(0 < q["ratio"] for q in r["realism_mse_ratio"])
 
 
 def test_rate_accounting_bug_is_caught_on_the_gaussian_source(monkeypatch):
-    real = Codec.compress
+    from ldcodec.codecs import base
 
-    def undercounting(self, *args, **kwargs):
-        result = real(self, *args, **kwargs)
-        result.actual_bits = result.actual_bits / 1000
-        return result
+    def undercounting(bits, image_shape):
+        return rate.rate_fields({k: None if v is None else v / 1000 for k, v in bits.items()}, image_shape)
 
-    monkeypatch.setattr(Codec, "compress", undercounting)
+    monkeypatch.setattr(base, "rate_fields", undercounting)
+    s = Settings(rates={"diffc": [{"t_stop": 0.1}]}, decodes=("mse",), perception=(), progress=False)
     with pytest.raises(LdcodecError, match="rate-accounting bug"):
-        evaluate(None, "gaussian", "test", 32, None, None, Settings(t_values=(0.1,), decodes=("mse",), perception=()),
-                 progress=False, gaussian=(8, 0.7))
+        evaluate(None, "gaussian", "test", 32, None, None, s, gaussian=(8, 0.7))
 
 
 def test_mnist_model_and_baseline_end_to_end(tmp_path):
@@ -52,36 +60,63 @@ def test_mnist_model_and_baseline_end_to_end(tmp_path):
     x, y = load_split("mnist", "train", limit=512)
     clf = train_classifier(to_tensor(x), torch.from_numpy(y), epochs=1, max_steps=20, progress=False)
     save_classifier(clf, tmp_path / "clf", {"test_accuracy": 0.5})
-    s = Settings(t_values=(0.5,), perception=("fid", "knn_kl", "f_js"), critic_steps=20, baselines=("jpeg",),
-                 qualities={"jpeg": (50,)})
-    r = evaluate(str(run), None, "test", 40, None, str(tmp_path / "clf"), s, progress=False)
+    s = Settings(rates={"diffc": [{"t_stop": 0.5}], "jpeg": [{"quality": 50}]}, perception=("fid", "knn_kl", "f_js"),
+                 critic_steps=20, baselines=("jpeg",), progress=False)
+    r = evaluate(str(run), None, "test", 40, None, str(tmp_path / "clf"), s)
     assert [p["decode"] for p in r["points"]] == ["flow", "realism", "mse", None]
     assert r["points"][-1]["model"] == "jpeg" and r["points"][-1]["kind"] == "classical"
+    assert r["points"][-1]["rate_setting"] == {"quality": 50} and r["points"][-1]["bits_estimated"] is None
+    assert r["image_shape"] == [1, 28, 28]
     for p in r["points"]:
         assert set(p) == POINT_KEYS and p["images"] == 40
         assert set(p["perception"]) == {"fid", "knn_kl", "f_js"}
-        assert 0 <= p["accuracy"] <= 1 and 0 < p["ssim"] <= 1 and p["bpp_actual"] > 0
+        assert 0 <= p["accuracy"] <= 1 and 0 < p["ssim"] <= 1 and p["bpp_file"] >= p["bpp_actual"] > 0
+        assert p["bits_ideal"] is None or p["bits_ideal"] > 0
         est = p["perception"]["fid"]
         assert est["ci_low"] <= est["value"] <= est["ci_high"]
+        assert est["n"] == r["noise_floor"]["fid"]["n"] == 20  # estimate and floor at one sample size
     assert set(r["noise_floor"]) == {"fid", "knn_kl", "f_js"} and len(r["realism_mse_ratio"]) == 1
+    assert r["realism_mse_ratio"][0]["rate_setting"]["t_stop"] == pytest.approx(0.5)
     json_path, csv_path = write_results(r, tmp_path / "out" / "results.json")
     assert json.loads(json_path.read_text())["points"][0]["model"] == "mnist-mlp-ddpm-uncond-gauss"
     rows = list(csv.DictReader(csv_path.open()))
     assert len(rows) == 4 and "perception.fid.value" in rows[0] and "recon_png" not in rows[0]
+    assert "rate_setting.quality" in rows[0] and "bits_file" in rows[0]
     assert np.isclose(float(rows[3]["bits_actual"]), r["points"][3]["bits_actual"])
+
+
+def test_bits_actual_is_the_framed_files_share(monkeypatch):
+    """bits_actual comes from the bytes the sweep framed and decoded, not from the codec's word."""
+    from ldcodec.codecs import container
+
+    seen = []
+    real = container.write
+
+    def recording(*args):
+        seen.append(real(*args))
+        return seen[-1]
+
+    monkeypatch.setattr(container, "write", recording)
+    s = Settings(rates={"jpeg": [{"quality": 30}]}, perception=(), baselines=("jpeg",), progress=False)
+    (p,) = evaluate(None, "mnist", "test", 16, None, None, s)["points"]
+    assert p["bits_actual"] == 8 * len(seen[-1]) / 16 and p["bits_file"] > p["bits_actual"]
 
 
 def test_missing_classifier_is_explained(tmp_path):
     with pytest.raises(LdcodecError, match="train-classifier"):
-        evaluate(None, "mnist", "test", 16, None, str(tmp_path / "nope"), Settings(), progress=False)
+        evaluate(None, "mnist", "test", 16, None, str(tmp_path / "nope"), Settings(progress=False))
+
+
+def test_unknown_baseline_lists_the_registered_ones():
+    with pytest.raises(LdcodecError, match="factorized, hyperprior, jpeg, webp, avif"):
+        evaluate(None, "mnist", "test", 16, None, None, Settings(baselines=("png",), perception=(), progress=False))
 
 
 def test_packaged_classifier_is_found_and_accurate(tmp_path, monkeypatch):
-    from ldcodec.evaluate import PACKAGED_CLASSIFIERS, _classifier
-    from ldcodec.metrics.features import accuracy
+    from ldcodec.metrics.features import PACKAGED_CLASSIFIERS, accuracy, evaluation_classifier
 
     monkeypatch.chdir(tmp_path)  # no runs/classifiers here: the packaged network is used
-    clf, meta = _classifier("mnist", None, "cpu")
+    clf, meta = evaluation_classifier("mnist", None)
     assert meta["path"] == str(PACKAGED_CLASSIFIERS / "classifier-mnist") and meta["test_accuracy"] > 0.99
     x, y = load_split("mnist", "test")
     assert accuracy(clf, to_tensor(x), torch.from_numpy(y)) > 0.98  # the built-in 1000 test digits
@@ -93,8 +128,34 @@ def test_png_folder_is_a_valid_evaluation_input(tmp_path):
     x, _ = load_split("mnist", "test", limit=24)
     for i, im in enumerate(x):
         save_png(im, tmp_path / f"{i:03d}.png")
-    s = Settings(perception=("fid",), baselines=("webp",), qualities={"webp": (20,)})
-    r = evaluate(None, "mnist", "test", None, None, None, s, progress=False, images_dir=str(tmp_path))
+    s = Settings(rates={"webp": [{"quality": 20}]}, perception=("fid",), baselines=("webp",), progress=False)
+    r = evaluate(None, "mnist", "test", None, None, None, s, images_dir=str(tmp_path))
     assert r["images"] == 24 and r["split"] == str(tmp_path)
     (p,) = r["points"]
     assert p["model"] == "webp" and p["accuracy"] is None and "fid" in p["perception"]
+
+
+def test_learned_baselines_train_once_per_lambda_and_sweep():
+    s = Settings(perception=(), baselines=("factorized",), learned_lambdas=(0.01, 0.05), learned_steps=3,
+                 progress=False)
+    r = evaluate(None, "mnist", "test", 8, None, None, s)
+    assert [(p["codec"], p["kind"], p["rate_setting"]) for p in r["points"]] == [
+        ("factorized", "learned", {"lambda": 0.01}), ("factorized", "learned", {"lambda": 0.05})]
+    for p in r["points"]:
+        assert p["bits_file"] >= p["bits_actual"] >= 0.98 * p["bits_estimated"] - 8
+
+
+def test_a_perfect_reconstruction_scores_exactly_the_noise_floor():
+    """Estimates and floors share the split and the sample sizes: reconstructions equal to the
+    originals get the floor's value from every estimator (with N vs N against N/2 vs N/2 they did not)."""
+    from ldcodec.evaluate import Measure
+
+    x, y = load_split("mnist", "train", limit=256)
+    clf = train_classifier(to_tensor(x), torch.from_numpy(y), epochs=1, max_steps=5, progress=False)
+    images = to_tensor(load_split("mnist", "test", limit=64)[0])
+    measure = Measure(images, None, clf, Settings(perception=("fid", "kid", "knn_kl", "f_js"), critic_steps=10),
+                      images=True)
+    floor, scores = measure.noise_floor(), measure(images)["perception"]
+    assert set(scores) == set(floor) == {"fid", "kid", "knn_kl", "f_js"}
+    for k in scores:
+        assert scores[k] == floor[k], k

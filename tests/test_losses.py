@@ -11,7 +11,8 @@ from ldcodec.diffusion.losses import cross_entropy
 from ldcodec.diffusion.prior import DiffusionPrior
 from ldcodec.diffusion.processes import make_process
 from ldcodec.errors import LdcodecError
-from ldcodec.nets.denoisers import GaussianDenoiser, MLPDenoiser
+from ldcodec.diffusion.gaussian import GaussianDenoiser
+from ldcodec.nets.denoisers import MLPDenoiser
 
 F64 = torch.float64
 PROCESSES = {"vp": {}, "subvp": {}, "ve": {}, "ddpm": {"N": 1000}, "ddpm-cosine": {"N": 1000, "schedule": "cosine"}}

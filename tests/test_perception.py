@@ -138,6 +138,10 @@ def test_noise_floor_uses_disjoint_halves():
     assert noise_floor(record, x, seed=3).to_dict() == {"value": 0.0, "ci_low": 0.0, "ci_high": 0.0, "n": 10}
     rows_a, rows_b = {tuple(r) for r in seen[0]}, {tuple(r) for r in seen[1]}
     assert not rows_a & rows_b and rows_a | rows_b == {tuple(r) for r in x}
+    # the floor's halves are the estimate's: the same real half A, and B where the estimate has
+    # the reconstructions of B's images (so both have the same sample sizes and bias)
+    real_half, recon_half = unpaired(x, -x, seed=3)
+    assert np.array_equal(seen[0], real_half) and np.array_equal(seen[1], -recon_half)
 
     floor = noise_floor(fid, np.random.default_rng(0).normal(size=(2000, 4)))
     assert 0 < floor.value < 0.05 and floor.ci_low <= floor.value <= floor.ci_high

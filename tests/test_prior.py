@@ -11,7 +11,8 @@ from ldcodec.diffusion.prior import DiffusionPrior
 from ldcodec.diffusion.processes import make_process
 from ldcodec.diffusion.samplers import sample
 from ldcodec.errors import LdcodecError
-from ldcodec.nets.denoisers import GaussianDenoiser, MLPDenoiser, UNetDenoiser
+from ldcodec.diffusion.gaussian import GaussianDenoiser
+from ldcodec.nets.denoisers import MLPDenoiser, UNetDenoiser
 
 F64 = torch.float64
 PROCESSES = {"vp": {}, "subvp": {}, "ve": {}, "ddpm": {"N": 1000}}

@@ -16,7 +16,9 @@ from PIL import Image
 
 from ldcodec.errors import LdcodecError
 from ldcodec.metrics.gaussian_source import rate_distortion, rd_curve
-from ldcodec.report import SCHEMA, load_results, render_report
+from ldcodec.metrics.rate import rate_fields
+from ldcodec.report import load_results, render_report
+from ldcodec.results import SCHEMA
 
 MNIST_U = "mnist-mlp-ddpm-uncond-gauss"
 MNIST_C = "mnist-cnn-sde-cond-delta"
@@ -38,12 +40,12 @@ def _estimate(value: float) -> dict:
     return {"value": value, "ci_low": value * 0.9, "ci_high": value * 1.1, "n": 500}
 
 
-def _point(model, kind, mode, decode, rate, bits, mse, *, estimators=MNIST_ESTIMATORS, seed=0, pixels=784) -> dict:
+def _point(model, kind, mode, decode, rate, bits, mse, *, estimators=MNIST_ESTIMATORS, seed=0,
+           shape=(1, 28, 28)) -> dict:
     est_bits = None if kind == "classical" else bits * 0.95
     return {
-        "model": model, "kind": kind, "mode": mode, "decode": decode, "rate_setting": rate,
-        "bits_actual": bits, "bits_estimated": est_bits,
-        "bpp_actual": bits / pixels, "bpp_estimated": None if est_bits is None else est_bits / pixels,
+        "model": model, "codec": model, "kind": kind, "mode": mode, "decode": decode, "rate_setting": rate,
+        **rate_fields({"estimated": est_bits, "actual": bits, "file": bits + 112}, shape),
         "mse": mse, "psnr": float(-10 * np.log10(mse)), "ssim": 0.8,
         "perception": {k: _estimate(10 * mse * (i + 1)) for i, k in enumerate(estimators)},
         "accuracy": 0.95, "images": 1000, "seconds": 3.5, "recon_png": _png_b64(seed),
@@ -52,27 +54,28 @@ def _point(model, kind, mode, decode, rate, bits, mse, *, estimators=MNIST_ESTIM
 
 def mnist_results() -> dict:
     points, seed = [], 0
-    for model, mode, rates in ((MNIST_U, "U", (0.2, 0.4, 0.6)), (MNIST_C, "C", (0.01, 0.1))):
+    for model, mode, rates in ((MNIST_U, "U", [{"t_stop": t} for t in (0.2, 0.4, 0.6)]),
+                               (MNIST_C, "C", [{"lambda": lam} for lam in (0.01, 0.1)])):
         for i, rate in enumerate(rates):
             for j, decode in enumerate(("flow", "realism", "mse")):
                 seed += 1
                 points.append(_point(model, "ldcodec", mode, decode, rate, 80.0 * (i + 1), 0.02 / (i + 1) + 0.001 * j,
                                      seed=seed))
     for i, quality in enumerate((10, 50, 90)):
-        points.append(_point("jpeg", "classical", None, None, quality, 300.0 * (i + 1), 0.01 / (i + 1),
+        points.append(_point("jpeg", "classical", None, None, {"quality": quality}, 300.0 * (i + 1), 0.01 / (i + 1),
                              estimators=("fid", "knn_kl"), seed=100 + i))
     return {
         "schema": SCHEMA, "created": "2026-11-28T20:00:00Z", "machine": MACHINE, "dataset": "mnist",
-        "split": "test", "images": 1000, "image_shape": [28, 28, 1],
+        "split": "test", "images": 1000, "image_shape": [1, 28, 28],
         "classifier": {"path": "runs/classifier/mnist.safetensors", "test_accuracy": 0.996},
         "originals_png": _png_b64(999),
         "noise_floor": {k: _estimate(0.05) for k in
                         ("fid", "kid", "knn_kl", "f_kl", "f_js", "f_tv", "f_chi2", "f_hellinger")},
         "points": points,
         "realism_mse_ratio": [
-            {"model": MNIST_U, "rate_setting": 0.2, "bpp_actual": 0.1, "mse_realism": 0.03, "mse_mse": 0.02,
+            {"model": MNIST_U, "rate_setting": {"t_stop": 0.2}, "bpp_actual": 0.1, "mse_realism": 0.03, "mse_mse": 0.02,
              "ratio": 1.5},
-            {"model": MNIST_U, "rate_setting": 0.4, "bpp_actual": 0.2, "mse_realism": 0.026, "mse_mse": 0.01,
+            {"model": MNIST_U, "rate_setting": {"t_stop": 0.4}, "bpp_actual": 0.2, "mse_realism": 0.026, "mse_mse": 0.01,
              "ratio": 2.6},
         ],
     }
@@ -85,15 +88,18 @@ def gaussian_results() -> dict:
 
     def point(model, kind, decode, mse, gap_bits_per_dim):
         bits = d * (rate_distortion(VARIANCES, mse) + gap_bits_per_dim)
-        return {"model": model, "kind": kind, "mode": "U" if kind == "ldcodec" else None, "decode": decode,
-                "rate_setting": 0.5, "bits_actual": bits, "bits_estimated": bits * 0.9 if kind == "ldcodec" else None,
-                "bpp_actual": bits / d, "bpp_estimated": bits * 0.9 / d if kind == "ldcodec" else None, "mse": mse,
+        ldcodec = kind == "ldcodec"
+        return {"model": model, "codec": "diffc", "kind": kind, "mode": "U" if ldcodec else None, "decode": decode,
+                "rate_setting": {"t_stop": 0.5} if ldcodec else {},
+                **rate_fields({"ideal": bits * 0.8 if ldcodec else None, "estimated": bits * 0.9 if ldcodec else None,
+                               "actual": bits, "file": bits + 120}, (1, 1, d)),
+                "mse": mse,
                 "psnr": float(-10 * np.log10(mse)), "ssim": None, "accuracy": None, "images": 2000,
                 "seconds": 0.4, "recon_png": None}
 
     return {
         "schema": SCHEMA, "created": "2026-11-28T21:00:00Z", "machine": "x86_64 CPU", "dataset": "gaussian",
-        "split": "test", "images": 2000, "image_shape": [1, d, 1], "classifier": None, "originals_png": None,
+        "split": "test", "images": 2000, "image_shape": [1, 1, d], "classifier": None, "originals_png": None,
         "noise_floor": None,
         "points": [point(GAUSS_MODEL, "ldcodec", "flow", 0.05, 0.3), point(GAUSS_MODEL, "ldcodec", "flow", 0.2, 0.2),
                    point("diffc-exact", "learned", None, 0.1, -0.2)],
@@ -191,7 +197,12 @@ def test_tables_list_every_point_and_flag(report):
     assert text.count('<tr class="flag">') == 1  # the realism/MSE ratio 2.6 > 2
     assert text.count('<tr class="below-bound">') == 1  # the diffc-exact point 0.2 bits/dim below R(D)
     assert "99.60%" in text and "no classifier" in text
-    assert "<td>rate=0.5</td>" in text  # diffc-exact: no named knob in the schema
+    assert "<td>t=0.5</td>" in text and "<td>fixed</td>" in text  # an empty rate setting: fixed by training
+    for p in points:  # every rate of every point is in the table
+        for key in ("bits_actual", "bits_file"):
+            assert f"<td>{p[key]:.1f}</td>" in text
+        if p["bits_ideal"] is not None:
+            assert f"<td>{p['bits_ideal']:.1f}</td>" in text
 
 
 def test_text_is_escaped(report):
@@ -202,10 +213,11 @@ def test_text_is_escaped(report):
 
 def test_minimal_points_render(tmp_path):
     """Points with only the required keys: one PSNR figure, no perception, no strips, no estimates."""
-    required = ("model", "kind", "rate_setting", "bits_actual", "bpp_actual", "mse", "psnr")
+    required = ("model", "kind", "rate_setting", "bits_actual", "bits_file", "bpp_actual", "bpp_file",
+                "bits_per_dim_actual", "bits_per_dim_file", "mse", "psnr")
     res = {"schema": SCHEMA, "dataset": "cifar10",
-           "points": [{k: _point("webp", "classical", None, None, q, 1000.0 * q, 0.01 / q)[k] for k in required}
-                      for q in (1, 2)]}
+           "points": [{k: _point("webp", "classical", None, None, {"quality": q}, 1000.0 * q, 0.01 / q,
+                                 shape=(3, 32, 32))[k] for k in required} for q in (1, 2)]}
     checker = _TagChecker()
     checker.feed(render_report([res], tmp_path / "r.html").read_text(encoding="utf-8"))
     assert checker.figures == [("cifar10", "psnr")] and checker.errors == []
@@ -235,8 +247,10 @@ def _corrupt(edit) -> str:
 
 @pytest.mark.parametrize("make, message", [
     (lambda t: t / "absent.json", "not found"),
-    (lambda t: _write(t, '{"schema": "ldcodec.results/1", "points": ['), "not valid JSON"),
-    (lambda t: _write(t, _corrupt(lambda r: r.update(schema="ldcodec.results/0"))), "expected 'ldcodec.results/1'"),
+    (lambda t: _write(t, '{"schema": "ldcodec.results/2", "points": ['), "not valid JSON"),
+    (lambda t: _write(t, _corrupt(lambda r: r.update(schema="ldcodec.results/1"))), "expected 'ldcodec.results/2'"),
+    (lambda t: _write(t, _corrupt(lambda r: r["points"][0].update(rate_setting=0.5))), "'rate_setting' is not an object"),
+    (lambda t: _write(t, _corrupt(lambda r: r["points"][0].pop("bits_file"))), "lacks the number 'bits_file'"),
     (lambda t: _write(t, "[1, 2]"), "not a JSON object"),
     (lambda t: _write(t, _corrupt(lambda r: r["points"][1].pop("psnr"))), "points[1] lacks the number 'psnr'"),
     (lambda t: _write(t, _corrupt(lambda r: r["points"][0].update(recon_png="not base64!"))), "not valid base64"),

@@ -7,7 +7,8 @@ from ldcodec.diffusion.prior import DiffusionPrior
 from ldcodec.diffusion.processes import make_process
 from ldcodec.diffusion.samplers import SAMPLERS, denoise, sample, time_grid
 from ldcodec.errors import LdcodecError
-from ldcodec.nets.denoisers import GaussianDenoiser, MLPDenoiser
+from ldcodec.diffusion.gaussian import GaussianDenoiser
+from ldcodec.nets.denoisers import MLPDenoiser
 
 F64 = torch.float64
 PROCESSES = {"vp": {}, "subvp": {}, "ve": {}, "ddpm": {"N": 1000}}

@@ -5,7 +5,7 @@ import torch
 from safetensors.torch import load_file
 
 from ldcodec.checkpoint import find_checkpoint, load_model
-from ldcodec.codec import codec_hash
+from ldcodec.codecs.identity import lsgm_hash as codec_hash
 from ldcodec.errors import LdcodecError
 from ldcodec.train import Trainer, train
 

@@ -11,6 +11,9 @@ import sys
 from pathlib import Path
 
 from .errors import LdcodecError
+from .metrics.rate import rate_fields
+from .files import write_atomic
+from .results import rate_text
 
 
 def _device(p: argparse.ArgumentParser) -> None:
@@ -80,37 +83,36 @@ def _read_images(path: str, shape: tuple[int, int, int]):
     return load_images(path, shape)
 
 
-def _write_atomic(path: Path, write) -> None:
-    """Call ``write(tmp)`` then rename ``tmp`` to ``path``: no half-written output on failure."""
-    tmp = path.with_name(f".tmp-{path.name}")  # same suffix: writers that infer the format still work
-    try:
-        write(tmp)
-        tmp.replace(path)
-    except OSError as e:
-        raise LdcodecError(f"{path}: cannot write the output ({e.strerror or e}); check that its folder "
-                           "exists and is writable") from None
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+def _load_codec(checkpoint: str, device: str):
+    """The checkpoint's model and its registered codec (``diffc`` for mode U, ``cdc`` for mode C)."""
+    from .checkpoint import load_model
+    from .codecs import model_codec
+
+    model, _, _ = load_model(checkpoint, device=device)
+    return model, model_codec(model, checkpoint, device=device)
 
 
 def cmd_compress(a: argparse.Namespace) -> None:
-    from .checkpoint import load_model
-    from .codec import Codec
+    import time
+
     from .data import to_tensor
 
-    model, cfg, _ = load_model(a.checkpoint, device=a.device)
+    model, codec = _load_codec(a.checkpoint, a.device)
     images, _ = _read_images(a.input, model.image_shape)
-    codec = Codec(model, device=a.device)
-    r = codec.compress(to_tensor(images), decode=a.decode, t=a.t, bits=a.bits, steps=a.coding_steps)
+    rate = {k: v for k, v in (("t_stop", a.t), ("bits", a.bits), ("coding_steps", a.coding_steps),
+                              ("decode", a.decode)) if v is not None}
+    start = time.perf_counter()
+    c = codec.compress(to_tensor(images), rate)
+    data = codec.frame(c)
+    seconds = time.perf_counter() - start
     out = Path(a.output)
-    _write_atomic(out, lambda tmp: tmp.write_bytes(r.stream))
-    h, w, _ = model.image_shape
-    n = len(images)
-    print(f"wrote {out}: {n} image(s), mode {codec.mode}, {len(r.stream)} bytes")
-    print(f"bits per image: actual {r.actual_bits.mean():.1f} ({r.actual_bits.mean() / (h * w):.4f} bpp), "
-          f"estimated {r.estimated_bits.mean():.1f} ({r.estimated_bits.mean() / (h * w):.4f} bpp)")
-    print(f"time per image: {1000 * r.seconds / n:.1f} ms")
+    write_atomic(out, lambda tmp: tmp.write_bytes(data))
+    r = codec.rates(c, data)
+    estimated = "n/a" if r["bits_estimated"] is None else f"{r['bits_estimated']:.1f}"
+    print(f"wrote {out}: {c.count} image(s), codec {codec.name} ({rate_text(c.rate_setting)}), {len(data)} bytes")
+    print(f"bits per image: actual {r['bits_actual']:.1f} ({r['bpp_actual']:.4f} bpp), estimated {estimated}, "
+          f"alone in a file {r['bits_file']:.1f} ({r['bpp_file']:.4f} bpp)")
+    print(f"time per image: {1000 * seconds / c.count:.1f} ms")
 
 
 def cmd_decompress(a: argparse.Namespace) -> None:
@@ -119,27 +121,26 @@ def cmd_decompress(a: argparse.Namespace) -> None:
 
     import numpy as np
 
-    from .checkpoint import load_model
-    from .codec import Codec
     from .data import save_png, to_uint8
 
     try:
         stream = Path(a.stream).read_bytes()
     except OSError as e:
         raise LdcodecError(f"{a.stream}: cannot read the stream ({e.strerror})") from None
-    model, cfg, _ = load_model(a.checkpoint, device=a.device)
+    model, codec = _load_codec(a.checkpoint, a.device)
+    if a.max_steps is not None and a.max_steps < 0:
+        raise LdcodecError(f"--max-steps {a.max_steps} must be >= 0 (0 decodes z_1 alone)")
+    opts = {k: v for k, v in (("decode", a.decode), ("max_steps", a.max_steps)) if v is not None}
     start = time.perf_counter()
-    images = to_uint8(Codec(model, device=a.device).decompress(stream, decode=a.decode, max_steps=a.max_steps))
+    images = to_uint8(codec.decompress_file(stream, **opts))
     seconds = time.perf_counter() - start
-    if len(images) == 0:
-        raise LdcodecError(f"{a.stream} holds no images: nothing to write")
     out = Path(a.output)
     if out.suffix == ".npz":
-        _write_atomic(out, lambda tmp: np.savez_compressed(tmp, images=images))
+        write_atomic(out, lambda tmp: np.savez_compressed(tmp, images=images))
     elif out.suffix == ".png":
         if len(images) != 1:
             raise LdcodecError(f"the stream holds {len(images)} images: give -o a folder or a .npz file")
-        _write_atomic(out, lambda tmp: save_png(images[0], tmp))
+        write_atomic(out, lambda tmp: save_png(images[0], tmp))
     else:
         if out.exists() and (not out.is_dir() or any(out.iterdir())):
             raise LdcodecError(f"{out} exists and is not an empty folder; choose a new output folder")
@@ -156,10 +157,9 @@ def cmd_decompress(a: argparse.Namespace) -> None:
             raise LdcodecError(f"{out}: cannot write the output folder ({e.strerror or e})") from None
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-    h, w, _ = model.image_shape
-    print(f"wrote {out}: {len(images)} image(s); {8 * len(stream) / len(images):.1f} bits per image "
-          f"({8 * len(stream) / len(images) / (h * w):.4f} bpp) actual; "
-          f"{1000 * seconds / len(images):.1f} ms per image")
+    r = rate_fields({"actual": 8 * len(stream) / len(images)}, codec.image_shape)
+    print(f"wrote {out}: {len(images)} image(s); {r['bits_actual']:.1f} bits per image ({r['bpp_actual']:.4f} bpp) "
+          f"actual; {1000 * seconds / len(images):.1f} ms per image")
 
 
 def _csv(text: str, cast=str) -> tuple:
@@ -169,23 +169,40 @@ def _csv(text: str, cast=str) -> tuple:
         raise LdcodecError(f"cannot read {text!r} as a comma-separated list of {cast.__name__}") from None
 
 
+def parse_qualities(text: str | None) -> dict[str, list[dict]]:
+    """``"jpeg=10,50;webp=5"`` -> ``{"jpeg": [{"quality": 10}, {"quality": 50}], "webp": [{"quality": 5}]}``."""
+    out = {}
+    for part in (text or "").split(";"):
+        if not part.strip():
+            continue
+        name, _, values = part.partition("=")
+        try:
+            out[name.strip()] = [{"quality": int(v)} for v in values.split(",")]
+        except ValueError:
+            raise LdcodecError(f"--qualities {text!r}: write codec=q1,q2;codec=q1 with integer qualities") from None
+    return out
+
+
 def cmd_evaluate(a: argparse.Namespace) -> None:
-    from .evaluate import BASELINES, PERCEPTION, Settings, evaluate, parse_qualities, write_results
+    from .codecs import baselines, decode_names
+    from .evaluate import PERCEPTION, Settings, evaluate
+    from .results import write_results
 
-    from .codec import DECODES
-
-    baselines = _csv(a.baseline) if a.baseline else ()
-    bad = ([b for b in baselines if b not in BASELINES] + [p for p in _csv(a.perception) if p not in PERCEPTION]
-           + [d for d in _csv(a.decodes) if d not in DECODES])
+    chosen = _csv(a.baseline) if a.baseline else ()
+    bad = ([b for b in chosen if b not in baselines()] + [p for p in _csv(a.perception) if p not in PERCEPTION]
+           + [d for d in _csv(a.decodes) if d not in decode_names()])
     if bad:
         raise LdcodecError(f"unknown baseline, estimator or decode {', '.join(bad)}; baselines: "
-                           f"{', '.join(BASELINES)}; estimators: {', '.join(PERCEPTION)}; decodes: {', '.join(DECODES)}")
-    settings = Settings(t_values=_csv(a.t_values, float), coding_steps=_csv(a.coding_steps, int) if a.coding_steps
-                        else (), decodes=_csv(a.decodes), perception=_csv(a.perception),
-                        critic_steps=a.critic_steps, baselines=baselines, qualities=parse_qualities(a.qualities),
-                        learned_lambdas=_csv(a.learned_lambdas, float), learned_steps=a.learned_steps, seed=a.seed)
+                           f"{', '.join(baselines())}; estimators: {', '.join(PERCEPTION)}; decodes: "
+                           f"{', '.join(decode_names())}")
+    steps = _csv(a.coding_steps, int) if a.coding_steps else (None,)
+    diffc = [{"t_stop": t, **({} if k is None else {"coding_steps": k})} for k in steps for t in _csv(a.t_values, float)]
+    settings = Settings(rates={"diffc": diffc, **parse_qualities(a.qualities)}, decodes=_csv(a.decodes),
+                        perception=_csv(a.perception), critic_steps=a.critic_steps, baselines=chosen,
+                        learned_lambdas=_csv(a.learned_lambdas, float), learned_steps=a.learned_steps, seed=a.seed,
+                        device=a.device)
     results = evaluate(a.checkpoint, a.dataset, a.split, a.limit, a.data_root, a.classifier, settings,
-                       device=a.device, gaussian=(a.gaussian_dim, a.gaussian_ratio), images_dir=a.images)
+                       gaussian=(a.gaussian_dim, a.gaussian_ratio), images_dir=a.images)
     json_path, csv_path = write_results(results, a.output)
     print(f"wrote {json_path} and {csv_path}: {len(results['points'])} operating points on {results['images']} "
           f"{results['dataset']} {results['split']} images")
@@ -194,16 +211,15 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
 
         print(f"wrote {render_report([results], a.report)}")
     for p in results["points"]:
-        print(f"  {p['model']:<34} {p['decode'] or '':<8} rate={p['rate_setting']:<8.4g} "
-              f"bpp={p['bpp_actual']:.4f} psnr={p['psnr']:.2f}")
+        print(f"  {p['model']:<34} {p['decode'] or '':<8} {rate_text(p['rate_setting']):<16} "
+              f"bpp={p['bpp_actual']:.4f} (file {p['bpp_file']:.4f}) psnr={p['psnr']:.2f}")
 
 
 def cmd_train_classifier(a: argparse.Namespace) -> None:
     import torch
 
     from .data import load_split, to_tensor
-    from .evaluate import default_classifier_path
-    from .metrics.features import accuracy, save_classifier, train_classifier
+    from .metrics.features import accuracy, default_classifier_path, save_classifier, train_classifier
 
     x, y = load_split(a.dataset, "train", a.data_root)
     xt, yt = load_split(a.dataset, "test", a.data_root)
@@ -236,6 +252,10 @@ def cmd_data_download(a: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .codecs import baselines
+    from .diffusion.decodes import DECODES
+    from .diffusion.samplers import SAMPLERS
+
     p = argparse.ArgumentParser(
         prog="ldcodec",
         description="Lossy image compression with a diffusion prior in the latent space of a VAE (LSGM), "
@@ -278,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("checkpoint", help="run folder or ckpt-NNNNNNNN folder")
     s.add_argument("-n", type=int, default=64, help="number of images (default 64)")
     s.add_argument("-o", "--output", required=True, help="PNG file to write")
-    s.add_argument("--method", default="ancestral", choices=["ancestral", "ddim", "euler_maruyama", "pc", "ode"],
+    s.add_argument("--method", default="ancestral", choices=list(SAMPLERS),
                    help="sampler (default ancestral)")
     s.add_argument("--steps", type=int, default=200, help="sampler steps (ignored by the adaptive ode)")
     s.add_argument("--eta", type=float, default=0.0, help="DDIM eta (0 = deterministic)")
@@ -298,7 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     rate.add_argument("--bits", type=float, help="mode U: bit budget per image (stop when it is reached)")
     c.add_argument("--coding-steps", type=int, help="mode U: coded steps from t = 1 (default: the model's "
                    "codec.coding_steps; more steps pay off at higher rates)")
-    c.add_argument("--decode", default="flow", choices=["flow", "realism", "mse"],
+    c.add_argument("--decode", default="flow", choices=list(DECODES),
                    help="decoder's default z_t -> z0 method stored in the stream (default flow)")
     _device(c)
     c.set_defaults(func=cmd_compress)
@@ -309,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     dc.add_argument("stream", help="stream file")
     dc.add_argument("-o", "--output", required=True,
                     help="a .png (one image), an .npz (array 'images'), or a new folder of PNGs")
-    dc.add_argument("--decode", choices=["flow", "realism", "mse"], help="override the stream's decode method")
+    dc.add_argument("--decode", choices=list(DECODES), help="override the stream's decode method")
     dc.add_argument("--max-steps", type=int, help="mode U: decode only the first K coded steps (progressive)")
     _device(dc)
     dc.set_defaults(func=cmd_decompress)
@@ -325,11 +345,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--images", metavar="DIR", help="evaluate on a folder of PNGs instead of a split (no labels)")
     e.add_argument("--limit", type=int, default=1000, help="images to evaluate (default 1000)")
     e.add_argument("-o", "--output", required=True, help="results JSON path (a .csv is written beside it)")
-    e.add_argument("--baseline", help="comma-separated: jpeg,webp,avif,factorized,hyperprior")
+    e.add_argument("--baseline", help=f"comma-separated registered codecs: {','.join(baselines())}")
     e.add_argument("--report", metavar="HTML", help="also write the HTML report of these results")
     e.add_argument("--t-values", default="0.7,0.5,0.35,0.25,0.15", help="mode U stop times to sweep")
     e.add_argument("--coding-steps", help="mode U coding steps to sweep, e.g. 4,16 (default: the model's)")
-    e.add_argument("--decodes", default="flow,realism,mse", help="decode methods to evaluate")
+    e.add_argument("--decodes", default=",".join(DECODES), help="decode methods to evaluate")
     e.add_argument("--perception", default="fid,kid,knn_kl,f_kl,f_js,f_tv,f_chi2,f_hellinger",
                    help="perception estimators to run")
     e.add_argument("--critic-steps", type=int, default=300, help="training steps of each f-divergence critic")

@@ -33,22 +33,23 @@ def compression_grid(checkpoint: str | Path, output: str | Path, t_values=(0.4, 
                      device: str = "cpu") -> Path:
     """Compress ``n`` test images at each stop time ``t`` (mode U) with real bits; write a PNG of
     the originals above, per ``t``, the flow, realism and mse decodes; print the rates."""
-    from .codec import DECODES, Codec
+    from .codecs import model_codec
 
     model, cfg, _ = load_model(checkpoint, device=device)
     images, _ = load_split(cfg.data.dataset, "test", None, limit=n)
     x = to_tensor(images)
-    codec = Codec(model, device=device)
+    codec = model_codec(model, checkpoint, device=device)
     rows = [images]
-    h, w, _ = model.image_shape
     for t in t_values:
-        r = codec.compress(x, t=t)
-        for decode in DECODES:
-            y = codec.decompress(r.stream, decode=decode)
+        c = codec.compress(x, {"t_stop": t})
+        data = codec.frame(c)
+        r = codec.rates(c, data)
+        for decode in codec.decodes:
+            y = codec.decompress_file(data, decode=decode)
             rows.append(to_uint8(y))
             mse = ((y - x) ** 2).mean().item()
-            print(f"t={t:<5} {decode:<8} {r.actual_bits.mean():7.1f} bits/image actual "
-                  f"({r.actual_bits.mean() / (h * w):.3f} bpp), {r.estimated_bits.mean():7.1f} estimated, MSE {mse:.4f}")
+            print(f"t={t:<5} {decode:<8} {r['bits_actual']:7.1f} bits/image actual ({r['bpp_actual']:.3f} bpp), "
+                  f"{r['bits_estimated']:7.1f} estimated, MSE {mse:.4f}")
     return save_grid(rows, output)
 
 

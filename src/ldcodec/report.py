@@ -1,6 +1,6 @@
 """``ldcodec report``: one self-contained HTML page from ``ldcodec evaluate`` results.
 
-Input: one or more results objects of schema ``ldcodec.results/1`` (docs/results-schema.md).
+Input: one or more results objects of schema ``ldcodec.results/2`` (docs/results-schema.md).
 Output: a single HTML file that opens in a browser with no server and no network: inline
 CSS, every figure a base64 PNG drawn with matplotlib on the Agg canvas (no pyplot, no
 global backend state), every reconstruction strip the PNG the evaluation stored.
@@ -31,12 +31,10 @@ Missing optional data (null ``ssim``, no ``perception``, no classifier, no PNGs,
 from __future__ import annotations
 
 import base64
-import binascii
 import html
 import io
-import json
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,10 +45,10 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
 from ldcodec.errors import LdcodecError
+from ldcodec.files import write_atomic
 from ldcodec.metrics.gaussian_source import rate_distortion
+from ldcodec.results import load_results, rate_text, validate_results  # noqa: F401 (load_results: the report's input)
 
-SCHEMA = "ldcodec.results/1"
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 DPI = 100
 
 #: Perception estimators in display order, with their axis labels.
@@ -70,135 +68,8 @@ PLANES = ("fid", "knn_kl")
 DECODE_STYLE = {"flow": ("-", "o"), "realism": (":", "^"), "mse": ("-.", "s")}
 BASELINE_STYLE = ("--", "x")
 DECODE_ORDER = {"flow": 0, "realism": 1, "mse": 2}
-#: What ``rate_setting`` means (docs/results-schema.md): ldcodec by mode, baselines by model name.
-MODE_KNOB = {"U": "t", "C": "λ"}
-BASELINE_KNOB = {"jpeg": "q", "webp": "q", "avif": "q", "factorized": "λ", "hyperprior": "λ"}
 BLAU_MICHAELI_BOUND = 2.0
 
-_POINT_NUMBERS = ("rate_setting", "bits_actual", "bpp_actual", "mse", "psnr")
-_POINT_OPTIONAL_NUMBERS = ("bits_estimated", "bpp_estimated", "ssim", "accuracy", "images", "seconds")
-_RATIO_NUMBERS = ("rate_setting", "bpp_actual", "mse_realism", "mse_mse", "ratio")
-_REGENERATE = "re-run `ldcodec evaluate` to write a valid results file"
-
-
-# ----------------------------------------------------------------------------- validation
-
-
-def _is_number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def _fail(where: str, what: str) -> LdcodecError:
-    return LdcodecError(f"{where} {what}; {_REGENERATE}")
-
-
-def _check_png(value, where: str) -> None:
-    """``value`` is null or a base64 string of a PNG file."""
-    if value is None:
-        return
-    if not isinstance(value, str):
-        raise _fail(where, "is not a base64 PNG string")
-    try:
-        raw = base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        raise _fail(where, "is not valid base64") from None
-    if not raw.startswith(PNG_SIGNATURE):
-        raise _fail(where, "does not decode to a PNG file")
-
-
-def _check_estimate(est, where: str) -> None:
-    if not isinstance(est, dict) or not all(_is_number(est.get(k)) for k in ("value", "ci_low", "ci_high")):
-        raise _fail(where, "is not an Estimate {value, ci_low, ci_high, n}")
-
-
-def _check_point(p, where: str) -> None:
-    if not isinstance(p, dict):
-        raise _fail(where, "is not an object")
-    for key in ("model", "kind"):
-        if not isinstance(p.get(key), str):
-            raise _fail(where, f"lacks the string '{key}'")
-    for key in _POINT_NUMBERS:
-        if not _is_number(p.get(key)):
-            raise _fail(where, f"lacks the number '{key}'")
-    for key in _POINT_OPTIONAL_NUMBERS:
-        if p.get(key) is not None and not _is_number(p[key]):
-            raise _fail(where, f"'{key}' is neither a number nor null")
-    perception = p.get("perception")
-    if perception is not None:
-        if not isinstance(perception, dict):
-            raise _fail(where, "'perception' is not an object")
-        for name, est in perception.items():
-            _check_estimate(est, f"{where}.perception.{name}")
-    _check_png(p.get("recon_png"), f"{where}.recon_png")
-
-
-def _check_rd_bound(bound, where: str) -> None:
-    if not isinstance(bound, dict):
-        raise _fail(where, "is not an object")
-    lists = {k: bound.get(k) for k in ("variances", "distortion", "rate_bits_per_dim")}
-    for key, values in lists.items():
-        if not isinstance(values, list) or not values or not all(_is_number(v) for v in values):
-            raise _fail(where, f"'{key}' is not a non-empty list of numbers")
-    if not all(v > 0 for v in lists["variances"]):
-        raise _fail(where, "'variances' are not all positive")
-    if len(lists["distortion"]) != len(lists["rate_bits_per_dim"]):
-        raise _fail(where, "'distortion' and 'rate_bits_per_dim' differ in length")
-
-
-def validate_results(obj, source: str) -> dict:
-    """Check that ``obj`` is a results object of schema ``ldcodec.results/1``; return it unchanged.
-
-    Required: ``schema``, ``dataset`` and ``points`` (each with ``model``, ``kind`` and the
-    numbers ``rate_setting``, ``bits_actual``, ``bpp_actual``, ``mse``, ``psnr``). Optional
-    fields are type-checked when present. Raises :class:`LdcodecError` naming ``source``.
-    """
-    if not isinstance(obj, dict):
-        raise _fail(source, "is not a JSON object")
-    if obj.get("schema") != SCHEMA:
-        raise LdcodecError(f"{source}: schema is {obj.get('schema')!r}, expected {SCHEMA!r}; "
-                           "pass a results file written by `ldcodec evaluate -o results.json`")
-    if not isinstance(obj.get("dataset"), str):
-        raise _fail(source, "lacks the string 'dataset'")
-    points = obj.get("points")
-    if not isinstance(points, list):
-        raise _fail(source, "lacks the list 'points'")
-    for i, p in enumerate(points):
-        _check_point(p, f"{source}: points[{i}]")
-    for name, est in (obj.get("noise_floor") or {}).items():
-        _check_estimate(est, f"{source}: noise_floor.{name}")
-    for i, row in enumerate(obj.get("realism_mse_ratio") or []):
-        if not isinstance(row, dict) or not all(_is_number(row.get(k)) for k in _RATIO_NUMBERS):
-            raise _fail(f"{source}: realism_mse_ratio[{i}]", f"needs the numbers {', '.join(_RATIO_NUMBERS)}")
-    if obj.get("rd_bound") is not None:
-        _check_rd_bound(obj["rd_bound"], f"{source}: rd_bound")
-    _check_png(obj.get("originals_png"), f"{source}: originals_png")
-    return obj
-
-
-def load_results(paths: Iterable[str | Path] | str | Path) -> list[dict]:
-    """Read and validate results JSON files; one dict per file, in the given order.
-
-    Raises :class:`LdcodecError` for no paths, a missing or unreadable file, invalid JSON,
-    or a file that is not schema ``ldcodec.results/1`` (see :func:`validate_results`).
-    """
-    paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
-    if not paths:
-        raise LdcodecError("no results files given; pass one or more results.json files from `ldcodec evaluate`")
-    results = []
-    for path in map(Path, paths):
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise LdcodecError(f"results file {path} not found; check the path or run `ldcodec evaluate` first") from None
-        except (OSError, UnicodeDecodeError) as e:
-            raise LdcodecError(f"cannot read results file {path}: {e}") from None
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise LdcodecError(f"{path} is not valid JSON (line {e.lineno}, column {e.colno}: {e.msg}); "
-                               f"{_REGENERATE}") from None
-        results.append(validate_results(obj, str(path)))
-    return results
 
 
 # ----------------------------------------------------------------------------- formatting
@@ -222,10 +93,8 @@ def _estimate_text(est) -> str:
 
 
 def _rate_text(p: dict) -> str:
-    """``t=0.3``, ``λ=0.01``, ``q=75``: the rate setting with the name of the knob it sets."""
-    knob = MODE_KNOB.get(p.get("mode")) if p["kind"] == "ldcodec" else BASELINE_KNOB.get(p["model"])
-    knob = knob or "rate"
-    return f"{knob}={p['rate_setting']:g}"
+    """``t=0.3, K=8``, ``λ=0.01``, ``q=75``: a point's rate setting with the names of its knobs."""
+    return rate_text(p["rate_setting"])
 
 
 def _series_name(p: dict) -> str:
@@ -444,17 +313,22 @@ def _summary_html(results: list[dict]) -> str:
         shape = "×".join(str(s) for s in r.get("image_shape") or []) or "—"
         rows.append([_esc(r["dataset"]), _esc(r.get("split") or "—"), _esc(_num(r.get("images"))), _esc(shape),
                      _esc(len(r["points"])), _esc(r.get("machine") or "—"), _esc(r.get("created") or "—"), _esc(acc)])
-    return _table(["dataset", "split", "images", "H×W×C", "points", "machine", "created", "classifier accuracy"],
+    return _table(["dataset", "split", "images", "C×H×W", "points", "machine", "created", "classifier accuracy"],
                   rows, cls="summary")
 
 
 LEGEND_HTML = """<div class="legend">
 <p><b>bpp</b>: bits per pixel, the bits of one image divided by its H×W pixels (on the Gaussian source,
-bits per dimension). Curves use the <b>actual</b> rate: the real stream bytes × 8, header and side information
-included. The <b>estimated</b> rate is what the model's densities predict (mode U: the coded steps' KL; mode C:
-−log<sub>2</sub> P(y)); actual above estimated is coding overhead, actual below estimated points to a rate-accounting bug.</p>
+bits per dimension). Curves use the <b>actual</b> rate: each image's share of one real file (format 2 container)
+holding the whole evaluated set, bytes × 8 / N, header, parameters and side information included; bytes that every
+JPEG/WebP/AVIF file of the set shares (a fixed header) are stored once. The <b>file</b> rate is a real file
+holding one image alone, as a user stores it. The <b>estimated</b> rate is what the model's densities predict
+(mode U: the coded steps' KL; mode C: −log<sub>2</sub> P(y)) and the <b>ideal</b> rate, where a codec defines
+it, the information the model says the image needs; actual above estimated is coding overhead, actual below
+estimated points to a rate-accounting bug.</p>
 <p><b>Noise floor</b>: each perception estimator between two disjoint halves of the real images, drawn as a grey band
-(its 95% CI). A reconstruction whose divergence lies inside the band is statistically indistinguishable from real
+(its 95% CI); every estimate compares the same real half with the reconstructions of the other half, so estimate
+and floor have the same sample sizes and the same finite-sample bias. A reconstruction whose divergence lies inside the band is statistically indistinguishable from real
 data for that estimator; only values above it show a loss of realism.</p>
 <p><b>Decodes</b> of ldcodec: <i>flow</i> (probability-flow ODE), <i>realism</i> (ancestral sampling) and
 <i>mse</i> (denoised mean). Modes: <i>U</i> (noisy latent sent by reverse channel coding, rate knob t) and
@@ -493,7 +367,7 @@ def _ratio_html(results: list[dict]) -> str:
     for r in results:
         for row in r.get("realism_mse_ratio") or []:
             flagged = row["ratio"] > BLAU_MICHAELI_BOUND
-            rows.append([_esc(row.get("model", "—")), _esc(_num(row["rate_setting"])), _esc(_num(row["bpp_actual"])),
+            rows.append([_esc(row.get("model", "—")), _esc(rate_text(row["rate_setting"])), _esc(_num(row["bpp_actual"])),
                          _esc(_num(row["mse_realism"])), _esc(_num(row["mse_mse"])), _esc(_num(row["ratio"], ".3f")),
                          "ratio &gt; 2" if flagged else "ok"])
             attrs.append(' class="flag"' if flagged else "")
@@ -526,10 +400,11 @@ def _points_table(points: list[dict], estimators: list[str]) -> str:
     columns: list[tuple[str, Callable[[dict], str]]] = [
         ("model", lambda p: p["model"]), ("kind", lambda p: p["kind"]),
         ("mode", lambda p: p.get("mode") or "—"), ("decode", lambda p: p.get("decode") or "—"),
-        ("rate setting", _rate_text), ("bits actual", lambda p: _num(p["bits_actual"], ".1f")),
+        ("rate setting", _rate_text), ("bits ideal", lambda p: _num(p.get("bits_ideal"), ".1f")),
         ("bits est.", lambda p: _num(p.get("bits_estimated"), ".1f")),
-        ("bpp actual", lambda p: _num(p["bpp_actual"], ".4f")),
+        ("bits actual", lambda p: _num(p["bits_actual"], ".1f")), ("bits file", lambda p: _num(p["bits_file"], ".1f")),
         ("bpp est.", lambda p: _num(p.get("bpp_estimated"), ".4f")),
+        ("bpp actual", lambda p: _num(p["bpp_actual"], ".4f")), ("bpp file", lambda p: _num(p["bpp_file"], ".4f")),
         ("MSE", lambda p: _num(p["mse"])), ("PSNR", lambda p: _num(p["psnr"], ".2f")),
         ("SSIM", lambda p: _num(p.get("ssim"), ".4f")),
     ]
@@ -588,7 +463,7 @@ def render_report(results: list[dict], output_path: str | Path) -> Path:
 
     Results of the same ``dataset`` are drawn in one section, in order of first
     appearance. Returns the path written. Raises :class:`LdcodecError` for no results
-    or an object that is not schema ``ldcodec.results/1``.
+    or an object that is not schema ``ldcodec.results/2``.
     """
     if not results:
         raise LdcodecError("no results to report; pass one or more results.json files from `ldcodec evaluate`")
@@ -605,7 +480,4 @@ def render_report(results: list[dict], output_path: str | Path) -> Path:
             _summary_html(results), LEGEND_HTML]
     page += [_dataset_html(i, d, rs) for i, (d, rs) in enumerate(groups.items())]
     page.append("</body>\n</html>\n")
-    out = Path(output_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("".join(page), encoding="utf-8")
-    return out
+    return write_atomic(Path(output_path), lambda tmp: tmp.write_text("".join(page), encoding="utf-8"), parents=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import io
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +20,16 @@ def grid(rows: list[np.ndarray], pad: int = 2) -> np.ndarray:
             y, x = pad + r * (h + pad), pad + i * (w + pad)
             out[y:y + h, x:x + w] = im
     return out
+
+
+def png_b64(images: np.ndarray) -> str:
+    """uint8 ``(N, H, W, C)`` images in one row -> a base64 PNG (for JSON results and HTML)."""
+    from PIL import Image
+
+    tile = grid([images])
+    buf = io.BytesIO()
+    Image.fromarray(tile[..., 0] if tile.shape[-1] == 1 else tile).save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 def save_grid(rows: list[np.ndarray], path: str | Path, per_row: int | None = None,

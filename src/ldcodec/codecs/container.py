@@ -15,7 +15,9 @@ offset  bytes   field
 end-2   2       CRC-16-CCITT (``binascii.crc_hqx``, init 0) of every byte before it
 ======  ======  ===========================================================================
 
-A file holding one image costs ``10 + P`` bytes besides its payload (11 for mode U). One
+A file holding one image costs ``10 + P`` bytes besides its payload (11 for mode U);
+:func:`file_bytes` gives the exact size without writing. Codecs whose payload holds one part per
+image use :func:`join_parts` (each part as an unsigned LEB128 length and its bytes). One
 checksum covers the file: CRC-16 detects every error burst of up to 16 bits and all but
 ``2^-16`` of the others; the codecs' payload parsers add structural checks behind it (a range
 decoder must consume exactly its payload). Version-1 streams (``b"LDC1"``) are refused with a
@@ -32,13 +34,21 @@ from ldcodec.errors import LdcodecError
 MAGIC = b"Ld"
 VERSION = 2
 MAX_COUNT = 1 << 20
-# params bytes by codec id: diffc (mode U), cdc (mode C), factorized, hyperprior, jpeg, webp, avif
+MODEL_ID_BYTES = 4
+# params bytes by codec id: diffc (mode U: stop level), cdc (mode C: decode), factorized and
+# hyperprior (none: the rate is the trained model's), jpeg, webp, avif (quality)
 PARAMS_BYTES = {1: 1, 2: 1, 3: 0, 4: 0, 5: 1, 6: 1, 7: 1}
 _CRC = struct.Struct("<H")
 _FIXED = len(MAGIC) + 1 + 4 + _CRC.size  # 9, plus the count varint and the params
 
 
-def _varint(n: int) -> bytes:
+MAX_VARINT_BYTES = 5  # bounds the varints of the codecs' payloads (2^35 > any length they hold)
+
+
+def varint(n: int) -> bytes:
+    """Unsigned LEB128 of ``n >= 0`` (7 bits per byte, low group first)."""
+    if n < 0:
+        raise LdcodecError(f"cannot write a negative length {n}")
     out = bytearray()
     while True:
         out.append((n & 0x7F) | (0x80 if n >= 0x80 else 0))
@@ -47,16 +57,53 @@ def _varint(n: int) -> bytes:
             return bytes(out)
 
 
+def read_varint(data: bytes, offset: int, what: str, max_bytes: int = MAX_VARINT_BYTES) -> tuple[int, int]:
+    """``(value, offset after it)`` of the varint at ``offset``; truncated, non-minimal or longer than
+    ``max_bytes`` varints raise ``LdcodecError`` naming ``what``."""
+    value = 0
+    for i in range(max_bytes):
+        if offset + i >= len(data):
+            raise LdcodecError(f"stream is truncated inside the {what}")
+        byte = data[offset + i]
+        value |= (byte & 0x7F) << (7 * i)
+        if not byte & 0x80:
+            if i and byte == 0:
+                raise LdcodecError(f"the {what} is not minimally encoded: the stream is damaged")
+            return value, offset + i + 1
+    raise LdcodecError(f"the {what} is malformed (longer than {max_bytes} bytes): the stream is damaged")
+
+
+def join_parts(parts: list[bytes]) -> bytes:
+    """Per-image byte strings -> one payload: each as a varint length and its bytes, back to back."""
+    return b"".join(varint(len(p)) + bytes(p) for p in parts)
+
+
+def split_parts(payload: bytes, count: int, offset: int = 0) -> list[bytes]:
+    """Inverse of :func:`join_parts` from ``offset``: exactly ``count`` parts that fill the payload."""
+    parts = []
+    for i in range(count):
+        length, offset = read_varint(payload, offset, f"length of image {i}'s part")
+        if length > len(payload) - offset:
+            raise LdcodecError(f"image {i}'s part declares {length} bytes but {len(payload) - offset} remain: "
+                               "the payload is truncated or damaged")
+        parts.append(payload[offset:offset + length])
+        offset += length
+    if offset != len(payload):
+        raise LdcodecError(f"the payload has {len(payload) - offset} unexpected bytes after the last image: "
+                           "it is damaged")
+    return parts
+
+
 def file_bytes(payload_bytes: int, params_bytes: int, count: int) -> int:
     """Exact size of a file holding ``count`` images in a payload of ``payload_bytes``."""
-    return _FIXED + len(_varint(count)) + params_bytes + payload_bytes
+    return _FIXED + len(varint(count)) + params_bytes + payload_bytes
 
 
 def write(codec_id: int, model_id: bytes, params: bytes, payload: bytes, count: int) -> bytes:
     """Frame one codec payload (layout in the module doc)."""
     if PARAMS_BYTES.get(codec_id) != len(params) or len(model_id) != 4 or not 0 < count <= MAX_COUNT:
         raise LdcodecError(f"cannot frame codec {codec_id} with {len(params)} parameter bytes and {count} images")
-    body = MAGIC + bytes([VERSION << 4 | codec_id]) + bytes(model_id) + _varint(count) + bytes(params) + bytes(payload)
+    body = MAGIC + bytes([VERSION << 4 | codec_id]) + bytes(model_id) + varint(count) + bytes(params) + bytes(payload)
     return body + _CRC.pack(binascii.crc_hqx(body, 0))
 
 
@@ -77,14 +124,7 @@ def read(data: bytes) -> tuple[int, bytes, bytes, bytes, int]:
         raise LdcodecError(f"stream format version {version}; this ldcodec reads version {VERSION}")
     if codec_id not in PARAMS_BYTES:
         raise LdcodecError(f"stream names codec id {codec_id}, which this ldcodec does not know")
-    count, shift, pos = 0, 0, 7
-    while True:
-        if pos >= len(data) - 2 or shift > 14:
-            raise LdcodecError("stream image count is malformed: the stream is damaged")
-        count |= (data[pos] & 0x7F) << shift
-        pos, shift, more = pos + 1, shift + 7, data[pos] & 0x80
-        if not more:
-            break
+    count, pos = read_varint(data[:-2], 7, "image count", max_bytes=3)
     if not 0 < count <= MAX_COUNT:
         raise LdcodecError(f"stream declares {count} images: the stream is damaged")
     end = pos + PARAMS_BYTES[codec_id]

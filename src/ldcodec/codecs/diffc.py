@@ -66,6 +66,7 @@ class DiffC(Codec):
 
     name = "diffc"
     codec_id = 1
+    mode = "U"
     decodes = DECODES
 
     def __init__(self, model, tables: CodingTables, device: str = "cpu", batch_size: int = 256,
@@ -138,7 +139,7 @@ class DiffC(Codec):
         """Images ``(N, C, H, W)`` -> one payload. ``rate``: ``t_stop`` or ``bits`` (per image,
         predicted from the tables), ``coding_steps`` (default: the number with the least predicted cost, :meth:`CodingTables.best_steps`),
         ``decode`` (the default decode written in the params)."""
-        rate = dict(rate or {})
+        rate = self.check_rate(rate, ("t_stop", "bits", "coding_steps", "decode"))
         self._check_images(x)
         stop = self._stop_level(rate)
         steps = self._steps(stop, rate.get("coding_steps"))
@@ -312,7 +313,7 @@ def _step_key(a: int, b: int) -> int:
 
 def _model_id(model, tables: CodingTables) -> bytes:
     """4 bytes over the weights, the config (minus the data path) and the coding tables."""
-    from ldcodec.coding.bitstream import model_hash
+    from ldcodec.codecs.identity import model_hash
 
     cfg = model.cfg.to_dict()
     cfg.get("data", {}).pop("root", None)

@@ -1,5 +1,6 @@
 """Entropy coding: exact range coding from integer tables (``entropy``), learned densities
-(``entropy_models``), reverse channel coding (``rcc``) and the stream format (``bitstream``).
+(``entropy_models``), reverse channel coding (``pfr`` over the format's ``candidates``; ``rcc``).
+The file format is :mod:`ldcodec.codecs.container`.
 
 Importing the package runs the known-answer check of the range coder once
 (:func:`~ldcodec.coding.coder_check.check_coder`): a constriction that codes differently fails here.

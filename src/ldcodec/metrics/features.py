@@ -234,3 +234,39 @@ def load_classifier(path: str | Path, device: str | torch.device = "cpu") -> Fea
         raise LdcodecError(f"{weights}: not a feature classifier checkpoint ({e}); retrain it with "
                            "`ldcodec train-classifier`") from None
     return model.to(device).eval()
+
+
+# -- where the classifier comes from --------------------------------------------------------
+
+PACKAGED_CLASSIFIERS = Path(__file__).resolve().parents[1] / "assets" / "classifiers"
+
+
+def default_classifier_path(dataset: str) -> Path:
+    """Where ``train-classifier`` writes by default: ``runs/classifiers/classifier-DATASET``."""
+    return Path("runs") / "classifiers" / f"classifier-{dataset}"
+
+
+def find_classifier(dataset: str) -> Path:
+    """The user's own classifier at the default path if there is one, else the packaged one
+    (trained by this project, frozen so that FID/KID numbers compare across runs and machines)."""
+    own = default_classifier_path(dataset)
+    return own if own.with_suffix(".safetensors").is_file() else PACKAGED_CLASSIFIERS / f"classifier-{dataset}"
+
+
+def evaluation_classifier(dataset: str, path: str | None) -> tuple[FeatureClassifier | None, dict | None]:
+    """``(classifier on the CPU, {"path", "test_accuracy"})`` for evaluation, or ``(None, None)`` with a
+    warning on stderr when no ``path`` was given and none is found (a given ``path`` must exist)."""
+    import sys
+
+    p = Path(path) if path else find_classifier(dataset)
+    try:
+        clf = load_classifier(p, device="cpu").eval()
+    except LdcodecError as e:
+        if path:
+            raise
+        print(f"ldcodec: warning: no feature classifier at {p} ({e}); FID, KID, kNN KL, f-divergences and "
+              f"accuracy are skipped. Train one: ldcodec train-classifier --dataset {dataset} --out {p}",
+              file=sys.stderr)
+        return None, None
+    meta = json.loads(p.with_suffix(".json").read_text()) if p.with_suffix(".json").is_file() else {}
+    return clf, {"path": str(p), "test_accuracy": meta.get("metadata", {}).get("test_accuracy")}

@@ -30,7 +30,7 @@ class ExactGaussianModel(torch.nn.Module):
         super().__init__()
         from ldcodec.diffusion.prior import DiffusionPrior
         from ldcodec.diffusion.processes import make_process
-        from ldcodec.nets.denoisers import GaussianDenoiser
+        from ldcodec.diffusion.gaussian import GaussianDenoiser
 
         if cfg is None:
             cfg = Config()

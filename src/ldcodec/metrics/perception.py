@@ -350,12 +350,13 @@ def unpaired(real_features, recon_features, seed: int = 0) -> tuple[np.ndarray, 
 
 
 def noise_floor(estimator: Callable[..., Estimate], real_features, seed: int = 0) -> Estimate:
-    """``estimator(A, B)`` for two disjoint random halves ``A, B`` of the real ``(N, D)`` features.
+    """``estimator(A, B)`` for the two disjoint random halves ``A, B`` of the real ``(N, D)`` features
+    that :func:`unpaired` makes with the same ``seed``.
 
-    The value a perfect reconstruction would get from this estimator at half the sample
-    size: estimates of ``D(p_X || p_Xhat)`` are meaningful only above it. Bind the
-    estimator's options first, e.g. ``noise_floor(functools.partial(f_divergence, divergence="js"), f)``.
+    Evaluation compares ``A`` with the reconstructions of the images of ``B`` (``unpaired(real,
+    recon, seed)``), so the floor is the value a perfect reconstruction gets at exactly the
+    estimate's sample sizes, with the same finite-sample bias (for FID, of order ``D / N``): an
+    estimate is meaningful only above it. Bind the estimator's options first, e.g.
+    ``noise_floor(functools.partial(f_divergence, divergence="js"), f)``.
     """
-    x = _as_features(real_features)
-    half_a, half_b = np.array_split(x[np.random.default_rng(seed).permutation(len(x))], 2)
-    return estimator(half_a, half_b)
+    return estimator(*unpaired(real_features, real_features, seed=seed))

@@ -1,4 +1,4 @@
-"""Rate units: bits per image -> bits per pixel (bpp) and bits per dimension.
+"""Rate units: bits per image -> bits per pixel (bpp) and bits per dimension, for every rate.
 
 An image of shape ``(C, H, W)`` has ``H * W`` pixels and ``C * H * W`` dimensions, so
 
@@ -6,32 +6,25 @@ An image of shape ``(C, H, W)`` has ``H * W`` pixels and ``C * H * W`` dimension
   RGB image counts once, whatever its channels);
 - ``bits/dim = bits / (C * H * W)``: the unit of likelihood models, ``-log2 p(x) / D``.
 
-Rates are reported twice (DESIGN.md section 3): ``estimated`` from the model's
-densities and ``actual`` from the bitstream, ``8 * len(bytes)`` with the header.
-Every helper accepts a float, a numpy array or a torch tensor of bits (one value per
-image) and returns the same kind.
+Each operating point reports four rates (DESIGN.md section 3; ``docs/results-schema.md``):
+``ideal`` (the model's information, where a codec defines it), ``estimated`` (the codec's
+densities), ``actual`` (the image's share of one real file of the whole set) and ``file`` (a
+real file of the image alone). :func:`rate_fields` is the one place that converts them.
 """
 
 from __future__ import annotations
 
-from typing import TypeVar
-
-import numpy as np
-import torch
-
-Bits = TypeVar("Bits", float, np.ndarray, torch.Tensor)
+RATES = ("ideal", "estimated", "actual", "file")
 
 
-def bits_of(stream: bytes) -> int:
-    """Actual rate of one encoded stream: its whole length in bits, header included."""
-    return 8 * len(stream)
-
-
-def bpp(bits: Bits, height: int, width: int) -> Bits:
-    """Bits per pixel: ``bits / (H * W)``; ``bits`` holds bits per image."""
-    return bits / (height * width)
-
-
-def bits_per_dim(bits: Bits, channels: int, height: int, width: int) -> Bits:
-    """Bits per dimension: ``bits / (C * H * W)``; ``bits`` holds bits per image."""
-    return bits / (channels * height * width)
+def rate_fields(bits: dict[str, float | None], image_shape: tuple[int, int, int]) -> dict[str, float | None]:
+    """``{"ideal": b, "estimated": b, "actual": b, "file": b}`` (mean bits per image, or None) for images
+    ``(C, H, W)`` -> ``bits_R``, ``bpp_R = bits / (H W)`` and ``bits_per_dim_R = bits / (C H W)`` for each rate R."""
+    c, h, w = image_shape
+    out = {}
+    for name in RATES:
+        b = bits.get(name)
+        out[f"bits_{name}"] = None if b is None else float(b)
+        out[f"bpp_{name}"] = None if b is None else float(b) / (h * w)
+        out[f"bits_per_dim_{name}"] = None if b is None else float(b) / (c * h * w)
+    return out

@@ -11,8 +11,9 @@ null condition is used); ``drop`` is a ``(B,)`` bool mask that swaps the conditi
   ``(h, w)`` and concatenated to the input; a small U-Net (Ronneberger et al. 2015, in the
   residual-block form of Ho et al. 2020, App. B, without attention). Sizes not divisible by the
   total downsampling factor (e.g. 7 or 14) are padded by edge replication and cropped back.
-- ``GaussianDenoiser``: the exact ``E[eps | z_t]`` of Gaussian data ``N(m, diag(s^2))``, the
-  analytic reference model for tests and for the Gaussian-source theory checks.
+
+The analytic denoiser of Gaussian data lives in :mod:`ldcodec.diffusion.gaussian` (it needs the
+noise process, so it belongs to ``diffusion``; ``nets`` holds networks only).
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ldcodec.diffusion.processes import NoiseProcess
 from ldcodec.errors import LdcodecError
 from ldcodec.nets.embeddings import NullCondition, TimeEmbedding
 
@@ -172,21 +172,3 @@ class UNetDenoiser(nn.Module):
             if j < len(self.upsample):
                 x = self.upsample[j](F.interpolate(x, scale_factor=2.0, mode="nearest"))
         return self.out(x)[:, :, :h, :w]
-
-
-class GaussianDenoiser(nn.Module):
-    """Exact ``E[eps | z_t]`` for data ``N(mean, diag(std^2))`` under ``process`` (no parameters).
-
-    ``mean`` and ``std`` are tensors of the latent shape (or floats). As the network of a
-    ``DiffusionPrior`` with mixing weight 1 it makes the prior exactly the Gaussian data law.
-    """
-
-    def __init__(self, process: NoiseProcess, mean: Tensor | float = 0.0, std: Tensor | float = 1.0):
-        super().__init__()
-        self.process = process
-        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float64))
-        self.register_buffer("std", torch.as_tensor(std, dtype=torch.float64))
-
-    def forward(self, z_t: Tensor, t: Tensor, cond: Tensor | None = None, drop: Tensor | None = None) -> Tensor:
-        _check_cond(0, cond, "GaussianDenoiser")
-        return self.process.gaussian_eps(z_t, t, self.mean.to(z_t.dtype), self.std.to(z_t.dtype))

@@ -1,0 +1,85 @@
+"""Every codec behind one contract (:mod:`ldcodec.codecs.base`) and one file format
+(:mod:`ldcodec.codecs.container`), in a registry by name.
+
+========== == ===================================================================================
+name       id codec
+========== == ===================================================================================
+diffc      1  mode U: DiffC in the latent space of an LSGM model (a checkpoint without ``cond``)
+cdc        2  mode C: the conditional diffusion decoder (a checkpoint with ``cond.enabled``)
+factorized 3  Ballé et al. 2017 factorised prior (:mod:`ldcodec.baselines.learned`)
+hyperprior 4  Ballé et al. 2018 scale hyperprior
+jpeg       5  JPEG through Pillow (:mod:`ldcodec.baselines.classical`)
+webp       6  WebP through Pillow
+avif       7  AVIF through Pillow
+========== == ===================================================================================
+
+Python use (the README shows it)::
+
+    from ldcodec.checkpoint import load_model
+    from ldcodec.codecs import model_codec
+    codec = model_codec(load_model("runs/m1")[0], "runs/m1")   # diffc or cdc, by the checkpoint's mode
+    data = codec.frame(codec.compress(x, {"t_stop": 0.3}))   # x: (N, C, H, W) in [0, 1]
+    y = codec.decompress_file(data, decode="realism")
+"""
+
+from __future__ import annotations
+
+from ldcodec.errors import LdcodecError
+
+CODECS: dict[str, type] = {}
+
+
+def register(cls: type) -> type:
+    """Class decorator: add a :class:`~ldcodec.codecs.base.Codec` subclass under ``cls.name``."""
+    taken = {c.codec_id: n for n, c in CODECS.items()}
+    if cls.name in CODECS or cls.codec_id in taken:
+        raise ValueError(f"codec {cls.name!r} (id {cls.codec_id}) clashes with a registered codec")
+    if not 1 <= cls.codec_id <= 255:
+        raise ValueError(f"codec id {cls.codec_id} must fit one byte (1..255)")
+    CODECS[cls.name] = cls
+    return cls
+
+
+def get_codec(name: str) -> type:
+    """The codec class registered as ``name``; an unknown name lists the valid ones."""
+    if name not in CODECS:
+        raise LdcodecError(f"unknown codec {name!r}; choose one of: {', '.join(CODECS)}")
+    return CODECS[name]
+
+
+def codec_name(codec_id: int) -> str:
+    """The registry name of container codec id ``codec_id`` (a damaged id says so)."""
+    for name, cls in CODECS.items():
+        if cls.codec_id == codec_id:
+            return name
+    raise LdcodecError(f"stream names codec id {codec_id}, which no registered codec has: it is damaged "
+                       f"or from a newer ldcodec (known: {', '.join(f'{n}={c.codec_id}' for n, c in CODECS.items())})")
+
+
+def model_codec(model, run_dir=None, device: str = "cpu", data_root=None):
+    """The codec of a trained LSGM model: ``cdc`` for a mode C (conditional) checkpoint, else ``diffc``
+    with the model's coding tables (read from ``run_dir``, or estimated from training latents and
+    written there: :func:`ldcodec.codecs.diffc.load_or_build_tables`)."""
+    if model.cfg.cond.enabled:
+        return get_codec("cdc")(model, device=device)
+    from ldcodec.codecs.diffc import load_or_build_tables
+
+    return get_codec("diffc")(model, load_or_build_tables(model, run_dir, data_root), device=device)
+
+
+def baselines() -> list[str]:
+    """Names of the registered codecs ``evaluate --baseline`` can build from data alone."""
+    return [name for name, cls in CODECS.items() if hasattr(cls, "for_sweep")]
+
+
+def decode_names() -> tuple[str, ...]:
+    """Every decode method some registered codec offers (``default`` excluded)."""
+    names = dict.fromkeys(d for cls in CODECS.values() for d in cls.decodes if d != "default")
+    return tuple(names)
+
+
+# Registration, in id order.
+from ldcodec.codecs import diffc  # noqa: E402
+
+register(diffc.DiffC)
+from ldcodec.codecs import cdc, balle, pillow  # noqa: E402,F401,I001

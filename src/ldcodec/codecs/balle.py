@@ -1,0 +1,92 @@
+"""The Ballé et al. learned baselines (:mod:`ldcodec.baselines.learned`) under the codec contract.
+
+``factorized`` (Ballé, Laparra & Simoncelli 2017) and ``hyperprior`` (Ballé et al. 2018) wrap a
+trained :class:`~ldcodec.baselines.learned.LearnedCodec`: its per-image range-coded streams
+become one payload of per-image parts (a varint length each,
+:func:`~ldcodec.codecs.container.join_parts`). The rate is set at training time by ``lambda``
+(``R + lambda * 255^2 * MSE``), so ``rate_setting`` is ``{"lambda": lam}`` and ``compress`` takes
+no rate; the stream has no params. ``estimated_bits`` is the model's density of the rounded
+symbols, ``-log2 p(y_hat) [- log2 p(z_hat)]``. The model id is 4 bytes of the digest of the
+weights and config; compress and decompress run on the CPU (the scales must agree bit for bit).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+
+from ldcodec.baselines.learned import LearnedCodec, train_learned
+from ldcodec.codecs import container, register
+from ldcodec.codecs.base import Codec, Compressed, parts_file_bits
+from ldcodec.codecs.identity import model_hash
+from ldcodec.errors import LdcodecError, reraise_damage
+
+
+class BalleCodec(Codec):
+    """A trained :class:`LearnedCodec` of images ``image_shape`` ``(C, H, W)``, trained with ``lam``."""
+
+    kind = "learned"
+    net_kind: ClassVar[str]  # the LearnedCodec kind it wraps
+
+    def __init__(self, net: LearnedCodec, image_shape: tuple[int, int, int], lam: float):
+        if net.kind != self.net_kind:
+            raise LdcodecError(f"the {self.name} codec wraps a {self.net_kind} network, got a {net.kind} one")
+        if image_shape[0] != net.config["image_channels"]:
+            raise LdcodecError(f"this {self.name} network codes {net.config['image_channels']}-channel images, "
+                               f"not {image_shape[0]}")
+        self.net, self.image_shape, self.lam = net.cpu().eval(), tuple(image_shape), float(lam)
+        self._id = self._digest()
+
+    def _digest(self) -> bytes:
+        """4 bytes over the weights, the integer tables, the config and lambda."""
+        return model_hash(self.net.state_dict(), {**self.net.config, "lambda": self.lam})[:container.MODEL_ID_BYTES]
+
+    @classmethod
+    def train(cls, images: torch.Tensor, lam: float, steps: int, **options) -> "BalleCodec":
+        """Train on ``(N, C, H, W)`` images (``options``: those of :func:`train_learned`)."""
+        return cls(train_learned(cls.net_kind, images, lam, steps, **options), tuple(images.shape[1:]), lam)
+
+    @classmethod
+    def for_sweep(cls, image_shape, train_images, settings):
+        """``evaluate``'s instances: one trained codec per ``settings.learned_lambdas``."""
+        x = train_images()
+        return [cls.train(x, lam, settings.learned_steps, device=settings.device, seed=settings.seed,
+                          progress=settings.progress) for lam in settings.learned_lambdas]
+
+    def model_id(self) -> bytes:
+        return self._id
+
+    def default_rates(self) -> list[dict]:
+        return [{"lambda": self.lam}]
+
+    def update(self) -> None:
+        self.net.update_tables()
+        self._id = self._digest()
+
+    def compress(self, x: torch.Tensor, rate: dict | None = None) -> Compressed:
+        self.check_trained_rate(rate, self.lam)
+        x = self.check_images(x).cpu()
+        parts = self.net.compress(x)
+        with torch.no_grad():
+            est = self.net(x, quantization="round")["bits"].double().numpy()
+        return Compressed(self.name, b"", container.join_parts(parts), len(parts), est, parts_file_bits(parts, 0),
+                          {"lambda": self.lam})
+
+    def decompress(self, params: bytes, payload: bytes, count: int) -> torch.Tensor:
+        if params:
+            raise LdcodecError(f"{self.name} streams carry no parameters, this one has {len(params)} bytes: damaged")
+        parts = container.split_parts(payload, count)
+        with reraise_damage(self.name):
+            return self.net.decompress(parts, self.image_shape[1:])
+
+
+@register
+class FactorizedCodec(BalleCodec):
+    name, codec_id, net_kind = "factorized", 3, "factorized"
+
+
+@register
+class HyperpriorCodec(BalleCodec):
+    name, codec_id, net_kind = "hyperprior", 4, "hyperprior"
+
