@@ -78,6 +78,7 @@ def main() -> None:
                 row[f"psnr_{decode}"] = float((-10 * torch.log10(mse)).mean())
             print(json.dumps(row), flush=True)
             f.write(json.dumps(row) + "\n")
+            f.flush()
 
 
 if __name__ == "__main__":

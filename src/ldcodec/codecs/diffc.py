@@ -174,11 +174,17 @@ class DiffC(Codec):
         if max_steps is not None and max_steps < 0:
             raise LdcodecError(f"--max-steps {max_steps} must be >= 0 (0 decodes z_1 alone)")
         plan = self.plan(stop, steps)
-        plan = plan if max_steps is None else plan[:max_steps]
         try:
             indices = self._read_indices(plan, payload, count)
         except (ValueError, AssertionError, RuntimeError) as err:
             raise LdcodecError(f"damaged mode U payload ({err.__class__.__name__}); the stream is corrupt") from None
+        # The encoder writes the canonical (shortest verified) coding of its indices: a payload
+        # that is not the canonical coding of what it decodes to was damaged or was read with the
+        # wrong parameters, even if every checksum passed.
+        if self._payload(plan, indices, slice(None)) != bytes(payload):
+            raise LdcodecError("damaged mode U stream: its payload does not match its parameters")
+        if max_steps is not None:
+            plan, indices = plan[:max_steps], indices[:max_steps]
         out = []
         for i in range(0, count, self.batch_size):
             rows = slice(i, min(i + self.batch_size, count))
