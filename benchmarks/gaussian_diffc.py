@@ -65,6 +65,7 @@ def main() -> None:
                    "encode_ms_per_vector": 1000 * seconds / a.n}
             print(json.dumps(row), flush=True)
             f.write(json.dumps(row) + "\n")
+            f.flush()
 
 
 if __name__ == "__main__":

@@ -68,3 +68,18 @@ def test_batches_are_a_function_of_the_step():
     assert b(5).shape == (8, 1, 28, 28)
     assert b(5).equal(b(5)) and not b(5).equal(b(6))
     assert 0 <= b(3).min() and b(3).max() <= 1
+
+
+def test_labelled_grid_has_a_text_margin(tmp_path):
+    """Rows of a grid can carry labels (the demo names each row's decode, t and bits)."""
+    import numpy as np
+    from PIL import Image
+
+    from ldcodec.viz import save_grid
+
+    rows = [np.zeros((3, 28, 28, 1), np.uint8) + 255 for _ in range(2)]
+    plain = np.asarray(Image.open(save_grid(rows, tmp_path / "a.png")))
+    labelled = np.asarray(Image.open(save_grid(rows, tmp_path / "b.png", labels=["originals", "t=0.30 flow"])))
+    assert labelled.shape[0] == plain.shape[0] and labelled.shape[1] > plain.shape[1]
+    margin = labelled[:, : labelled.shape[1] - plain.shape[1]]
+    assert (margin < 128).any()  # text was drawn

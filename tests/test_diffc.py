@@ -204,3 +204,20 @@ def test_plans_are_integer_functions_of_the_tables(trained):
             assert np.array_equal(dims, np.arange(codec.dims))  # every dim in exactly one chunk
             for d, e in chunks:
                 assert len(d) == 1 or e <= codec.budget << 10  # a chunk over budget is a single dim
+
+
+@pytest.mark.parametrize("name", ["tiny-u", "tiny-c"])
+def test_committed_reference_streams_decode_to_their_images(name):
+    """Committed tiny models (mode U with its coding tables, mode C) and their streams must keep
+    decoding to the committed images: a change of numpy, torch, constriction, the generator or the
+    format shows here. Pixels may move by one level where a float rounds differently."""
+    from ldcodec.checkpoint import load_model
+    from ldcodec.codecs import model_codec
+    from ldcodec.data import to_uint8
+
+    run = GOLDEN / name
+    model, _, _ = load_model(run, ema=False)
+    codec = model_codec(model, run)
+    got = to_uint8(codec.decompress_file((GOLDEN / f"{name}.ldc").read_bytes())).astype(int)
+    want = np.load(GOLDEN / f"{name}.npy").astype(int)
+    assert got.shape == want.shape and np.abs(got - want).max() <= 1

@@ -113,7 +113,7 @@ class TrainConfig:
 class CodecConfig:
     """Compression settings (mode U reverse channel coding)."""
 
-    coding_steps: int = _num(0, 0, 64)  # mode U: coded steps from t = 1 to the stop time (0: about one per 8 expected bits)
+    coding_steps: int = _num(0, 0, 64)  # mode U: coded steps from t = 1 to the stop time (0: the number with the least predicted cost)
     max_chunk_bits: int = _num(12, 1, 20)  # mode U: largest expected KL of one PFR chunk, bits (encoder cost ~ d 2^(bits+pad))
     pad: int = _num(6, 0, 10)  # mode U: log2 candidates per chunk beyond its expected KL (exactness vs encoder time)
 

@@ -32,14 +32,15 @@ def reconstruction_grid(checkpoint: str | Path, output: str | Path, n: int = 16,
 def compression_grid(checkpoint: str | Path, output: str | Path, t_values=(0.4, 0.2, 0.1), n: int = 8,
                      device: str = "cpu") -> Path:
     """Compress ``n`` test images at each stop time ``t`` (mode U) with real bits; write a PNG of
-    the originals above, per ``t``, the flow, realism and mse decodes; print the rates."""
+    the originals above, per ``t``, the flow, realism and mse decodes, each row labelled with its
+    decode, stop time and actual bits per image; print the ideal, estimated and actual rates."""
     from .codecs import model_codec
 
     model, cfg, _ = load_model(checkpoint, device=device)
     images, _ = load_split(cfg.data.dataset, "test", None, limit=n)
     x = to_tensor(images)
     codec = model_codec(model, checkpoint, device=device)
-    rows = [images]
+    rows, labels = [images], ["originals"]
     for t in t_values:
         c = codec.compress(x, {"t_stop": t})
         data = codec.frame(c)
@@ -47,10 +48,11 @@ def compression_grid(checkpoint: str | Path, output: str | Path, t_values=(0.4, 
         for decode in codec.decodes:
             y = codec.decompress_file(data, decode=decode)
             rows.append(to_uint8(y))
+            labels.append(f"{decode}, t={c.rate_setting['t_stop']:.2f}, {r['bits_actual']:.0f} bits")
             mse = ((y - x) ** 2).mean().item()
             print(f"t={t:<5} {decode:<8} {r['bits_actual']:7.1f} bits/image actual ({r['bpp_actual']:.3f} bpp), "
-                  f"{r['bits_estimated']:7.1f} estimated, MSE {mse:.4f}")
-    return save_grid(rows, output)
+                  f"{r['bits_estimated']:7.1f} estimated, {r['bits_ideal']:7.1f} ideal, MSE {mse:.4f}")
+    return save_grid(rows, output, labels=labels)
 
 
 def run_demo(out: Path, steps: int | None = None, device: str = "cpu") -> None:

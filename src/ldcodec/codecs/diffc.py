@@ -43,7 +43,7 @@ from ldcodec.diffusion.decodes import DECODES, decode_latent
 from ldcodec.diffusion.samplers import denoise
 from ldcodec.errors import LdcodecError
 
-STEP_BITS = 8  # automatic coding steps: about one per this many expected (ideal) bits
+AUTO_MAX_STEPS = 32  # the automatic number of coding steps is searched in 1..AUTO_MAX_STEPS
 MAX_STEPS = 64
 DEFAULT_T = 0.3  # stop time when neither t_stop nor bits is given
 TABLE_LATENTS = 2048  # training latents behind the coding tables
@@ -59,7 +59,9 @@ def _container_bits(payload_bytes: int, count: int) -> float:
 class DiffC(Codec):
     """Mode U codec of a trained model with a diffusion prior (``cfg.cond.enabled`` false).
 
-    ``tables``: the model's :class:`CodingTables` (see :func:`load_or_build_tables`).
+    ``tables``: the model's :class:`CodingTables` (see :func:`load_or_build_tables`). ``ideal``:
+    whether :meth:`compress` also estimates the ideal rate (it costs a denoiser call per coding level
+    and is not part of coding; speed benchmarks time compression without it).
     """
 
     name = "diffc"
@@ -67,13 +69,15 @@ class DiffC(Codec):
     mode = "U"
     decodes = DECODES
 
-    def __init__(self, model, tables: CodingTables, device: str = "cpu", batch_size: int = 256):
+    def __init__(self, model, tables: CodingTables, device: str = "cpu", batch_size: int = 256,
+                 ideal: bool = True):
         if model.prior is None:
             raise LdcodecError("this checkpoint has the N(0, I) prior (model.prior = normal): compression "
                                "needs a diffusion prior; train a grid config")
         if model.cfg.cond.enabled:
             raise LdcodecError("this is a mode C (conditional) model: use the cdc codec")
         self.model, self.tables, self.device, self.batch_size = model.eval(), tables, device, batch_size
+        self.ideal = ideal  # estimate the ideal rate in compress (one denoiser call per level; not coding)
         self.latent_shape = tuple(model.latent_shape)
         self.dims = math.prod(self.latent_shape)
         if tables.dims != self.dims:
@@ -85,6 +89,7 @@ class DiffC(Codec):
             raise LdcodecError(f"codec.max_chunk_bits = {self.budget} and codec.pad = {self.pad} must lie in 1..20 "
                                f"and 0..{pfr.MAX_PAD}")
         self._id = _model_id(model, tables)
+        self._auto_steps: dict[int, int] = {}
         self.key = cand.stream_key(self._id)
 
     def model_id(self) -> bytes:
@@ -99,7 +104,7 @@ class DiffC(Codec):
             bits = float(rate["bits"])
             if not (math.isfinite(bits) and bits > 0):
                 raise LdcodecError(f"--bits {bits} must be a positive number of bits per image")
-            return self.tables.level_of_bits(bits, lambda level: 2.0 * len(self.plan(level, rate.get("coding_steps"))))
+            return self.tables.level_of_bits(bits, lambda level: self._predicted_bits(level, rate.get("coding_steps")))
         t = DEFAULT_T if rate.get("t_stop") is None else float(rate["t_stop"])
         t_low = float(self.tables.t[-1])
         if not t_low <= t < 1.0:
@@ -110,10 +115,18 @@ class DiffC(Codec):
     def _steps(self, stop: int, steps: int | None) -> int:
         steps = steps if steps is not None else (self.model.cfg.codec.coding_steps or None)
         if steps is None:
-            return int(min(max(round(self.tables.expected_bits(stop) / STEP_BITS), 1), MAX_STEPS))
+            if stop not in self._auto_steps:
+                self._auto_steps[stop] = self.tables.best_steps(stop, self.budget, AUTO_MAX_STEPS)
+            return self._auto_steps[stop]
         if not 1 <= steps <= MAX_STEPS:
             raise LdcodecError(f"--coding-steps {steps} is outside 1..{MAX_STEPS}")
         return int(steps)
+
+    def _predicted_bits(self, stop: int, steps: int | None) -> float:
+        """The tables' prediction of a chain's bits per image beyond the ideal (its discretisation gap
+        and chunk overheads, :meth:`CodingTables.predicted_cost`)."""
+        levels = self.tables.grid(stop, self._steps(stop, steps), self.budget)
+        return self.tables.predicted_cost(levels, self.budget) / 2**10 - self.tables.expected_bits(stop)
 
     def plan(self, stop: int, steps: int | None) -> list[tuple[int, int, list[tuple[np.ndarray, int]]]]:
         """``[(level a, level b, chunks), ...]`` of the chain to level ``stop`` (integers only)."""
@@ -124,7 +137,7 @@ class DiffC(Codec):
     @torch.no_grad()
     def compress(self, x: torch.Tensor, rate: dict | None = None) -> Compressed:
         """Images ``(N, C, H, W)`` -> one payload. ``rate``: ``t_stop`` or ``bits`` (per image,
-        predicted from the tables), ``coding_steps`` (default: about one per 8 expected bits),
+        predicted from the tables), ``coding_steps`` (default: the number with the least predicted cost, :meth:`CodingTables.best_steps`),
         ``decode`` (the default decode written in the params)."""
         rate = self.check_rate(rate, ("t_stop", "bits", "coding_steps", "decode"))
         self._check_images(x)
@@ -147,7 +160,7 @@ class DiffC(Codec):
         if decode != DECODES[0]:
             setting["decode"] = decode
         return Compressed(self.name, params, payload, len(x), kl, file_bits, setting,
-                          ideal_bits=self.ideal_bits(z0, stop, generator),
+                          ideal_bits=self.ideal_bits(z0, stop, generator) if self.ideal else None,
                           extra={"exactness": exactness, "level": stop, "chain_steps": len(plan)})
 
     @torch.no_grad()
@@ -161,11 +174,17 @@ class DiffC(Codec):
         if max_steps is not None and max_steps < 0:
             raise LdcodecError(f"--max-steps {max_steps} must be >= 0 (0 decodes z_1 alone)")
         plan = self.plan(stop, steps)
-        plan = plan if max_steps is None else plan[:max_steps]
         try:
             indices = self._read_indices(plan, payload, count)
         except (ValueError, AssertionError, RuntimeError) as err:
             raise LdcodecError(f"damaged mode U payload ({err.__class__.__name__}); the stream is corrupt") from None
+        # The encoder writes the canonical (shortest verified) coding of its indices: a payload
+        # that is not the canonical coding of what it decodes to was damaged or was read with the
+        # wrong parameters, even if every checksum passed.
+        if self._payload(plan, indices, slice(None)) != bytes(payload):
+            raise LdcodecError("damaged mode U stream: its payload does not match its parameters")
+        if max_steps is not None:
+            plan, indices = plan[:max_steps], indices[:max_steps]
         out = []
         for i in range(0, count, self.batch_size):
             rows = slice(i, min(i + self.batch_size, count))

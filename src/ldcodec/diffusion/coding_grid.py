@@ -41,6 +41,7 @@ from ldcodec.errors import LdcodecError
 LEVELS = 128  # levels 0..LEVELS (the header's stop level is one byte)
 T_LOW = 1e-3  # the smallest coding time, when the process allows it
 FRAC_BITS = 10  # bits tables in units of 2^-10 bits
+CHUNK_OVERHEAD = 2 << FRAC_BITS  # index cost of a chunk beyond its KL, measured: about 2 bits (pfr.py)
 
 
 def level_times(process: NoiseProcess) -> np.ndarray:
@@ -185,6 +186,24 @@ class CodingTables:
         if kept[-1] != stop:  # the stop level shares its time with the last kept level
             kept[-1] = stop
         return kept
+
+    def predicted_cost(self, levels: list[int], budget_bits: int, chunk_overhead: int = CHUNK_OVERHEAD) -> int:
+        """Predicted bits of a chain (``2^-FRAC_BITS`` units): each step's expected KL plus
+        ``chunk_overhead`` per chunk, with ``ceil(KL / budget)`` chunks per step. Integers only."""
+        total = 0
+        for a, b in zip(levels[:-1], levels[1:]):
+            kl = int(self.step_bits(a, b).sum())
+            total += kl + chunk_overhead * max(1, -(-kl // (budget_bits << FRAC_BITS)))
+        return total
+
+    def best_steps(self, stop: int, budget_bits: int, max_steps: int) -> int:
+        """The number of coding steps whose chain (:meth:`grid`) has the least :meth:`predicted_cost`:
+        more steps shrink the discretisation gap of a learned prior (its coarse steps cost more than
+        the continuous ideal), each costs at least one chunk's index overhead. Integers only, so the
+        decoder derives the same number from the stop level."""
+        costs = [(self.predicted_cost(self.grid(stop, k, budget_bits), budget_bits), k)
+                 for k in range(1, max_steps + 1)]
+        return min(costs)[1]
 
     def step_bits(self, a: int, b: int) -> np.ndarray:
         """Expected KL per dim of the coded step ``a -> b`` (int64, ``2^-FRAC_BITS`` bits):
