@@ -123,10 +123,10 @@ BAD = {
     "format 1": lambda d, c: b"LDC1\x01" + d[5:],
     "format 3": lambda d, c: reframe(d, version=3),
     "flipped version bit": lambda d, c: flip(d, 8 * 2 + 5),
+    "payload cut short behind a valid checksum": lambda d, c: reframe(d, payload=container.read(d)[3][:-1]),
 }
-# Damage behind a recomputed checksum (a cut payload, other parameters) need not be detected by
-# every codec (mode U's trimmed range-coder stream reads missing words as zeros; most parameter
-# values are valid ones): it must decode or raise LdcodecError, which
+# Other damage behind a recomputed checksum (other parameters: most values are valid ones) need not
+# be detected by every codec: it must decode or raise LdcodecError, which
 # test_damage_behind_a_valid_checksum_raises_only_ldcodec_errors checks.
 EXPECTED = {"other model": "checkpoint", "other codec": "written by codec", "format 1": "ldcodec 0.1",
             "format 3": "version 3", "flipped payload bit": "corrupt", "flipped header bit": "corrupt",
