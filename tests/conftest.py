@@ -14,6 +14,12 @@ from ldcodec.config import load_config
 # machine slows them down by orders of magnitude.
 torch.set_num_threads(1)
 
+# Mode U coding tables of the tiny test models: fewer training latents than a real run (the
+# tables' statistics need no precision here, the round trips only their determinism).
+import ldcodec.codecs.diffc as _diffc  # noqa: E402
+
+_diffc.TABLE_LATENTS = 128
+
 REPO = Path(__file__).resolve().parents[1]
 GRID = sorted((REPO / "configs" / "grid").glob("*.yaml"))
 

@@ -46,7 +46,7 @@ from ldcodec.errors import LdcodecError
 AUTO_MAX_STEPS = 32  # the automatic number of coding steps is searched in 1..AUTO_MAX_STEPS
 MAX_STEPS = 64
 DEFAULT_T = 0.3  # stop time when neither t_stop nor bits is given
-TABLE_LATENTS = 2048  # training latents behind the coding tables
+TABLE_LATENTS = 1024  # training latents behind the coding tables
 TABLES_FILE = "coding-tables.safetensors"
 
 

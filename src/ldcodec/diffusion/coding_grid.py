@@ -41,6 +41,7 @@ from ldcodec.errors import LdcodecError
 LEVELS = 128  # levels 0..LEVELS (the header's stop level is one byte)
 T_LOW = 1e-3  # the smallest coding time, when the process allows it
 FRAC_BITS = 10  # bits tables in units of 2^-10 bits
+ESTIMATE_STRIDE = 4  # the denoiser's MSE is measured at every 4th level and interpolated
 CHUNK_OVERHEAD = 2 << FRAC_BITS  # index cost of a chunk beyond its KL, measured: about 2 bits (pfr.py)
 
 
@@ -93,26 +94,32 @@ class CodingTables:
 
     @classmethod
     @torch.no_grad()
-    def estimate(cls, prior, latents: torch.Tensor, seed: int = 0, batch: int = 512) -> CodingTables:
-        """Estimate ``v_i`` at every level from training latents ``(n, *latent_shape)`` (one noise draw
-        per latent and level, from a seeded CPU generator)."""
+    def estimate(cls, prior, latents: torch.Tensor, seed: int = 0, batch: int = 512,
+                 stride: int = ESTIMATE_STRIDE) -> CodingTables:
+        """Estimate ``v_i`` from training latents ``(n, *latent_shape)``: measured at every
+        ``stride``-th level and the last (one noise draw per latent and level, from a seeded CPU
+        generator), ``log v`` interpolated linearly in log-SNR between them (the levels are equally
+        spaced in it). The tables are computed once and stored, so encoder and decoder share them."""
         from ldcodec.diffusion.samplers import denoise
 
         process = prior.process
         t = level_times(process)
+        measured = sorted(set(range(0, LEVELS + 1, stride)) | {LEVELS})
         g = torch.Generator().manual_seed(seed)
         device = next(prior.parameters(), torch.zeros(())).device
         rows = []
-        for tl in t:
+        for level in measured:
             err = 0.0
             for i in range(0, len(latents), batch):
                 z0 = latents[i:i + batch].to(device, torch.float32)
-                tb = torch.full((len(z0),), float(tl), device=device)
+                tb = torch.full((len(z0),), float(t[level]), device=device)
                 eps = torch.randn(z0.shape, generator=g).to(device)
                 z0_hat = denoise(prior, process.marginal(z0, tb, eps), tb)
                 err = err + (z0 - z0_hat).double().square().flatten(1).sum(0).cpu()
             rows.append((err / len(latents)).numpy())
-        return cls.from_mse(process, t, np.stack(rows))
+        log_v = np.log(np.maximum(np.stack(rows), 1e-12))
+        mse = np.exp(np.stack([np.interp(np.arange(LEVELS + 1), measured, col) for col in log_v.T], 1))
+        return cls.from_mse(process, t, mse)
 
     # -- the state the checkpoint keeps ------------------------------------------------------
     def to_tensors(self) -> dict[str, torch.Tensor]:
