@@ -157,7 +157,7 @@ def trained(request, tmp_path_factory):
     train(tiny_config(REPO / "configs" / "grid" / f"{request.param}.yaml", "train.steps=20"), run, progress=False)
     model, _, _ = load_model(run)
     codec = DiffC(model, load_or_build_tables(model, run))
-    assert (run / "coding-tables.safetensors").is_file()
+    assert (run / (run / "latest").read_text().strip() / "coding-tables.safetensors").is_file()
     x = to_tensor(load_split("mnist", "test", None, limit=6)[0])
     return run, codec, x
 

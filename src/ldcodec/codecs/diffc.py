@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -329,12 +330,15 @@ def _model_id(model, tables: CodingTables) -> bytes:
 
 def load_or_build_tables(model, run_dir: str | Path | None = None, data_root=None,
                          progress: bool = False) -> CodingTables:
-    """The model's coding tables: read from ``run_dir/coding-tables.safetensors`` if present, else
-    estimated from ``TABLE_LATENTS`` training latents (the dataset's train split, or the built-in
-    sample) and written there atomically, so encoder and decoder use the same tables."""
+    """The model's coding tables: read from ``coding-tables.safetensors`` in the checkpoint folder
+    (``run_dir`` or the checkpoint its ``latest`` names) if present, else estimated from
+    ``TABLE_LATENTS`` training latents (the dataset's train split, or the built-in sample) and
+    written there atomically, so encoder and decoder use the same tables and each checkpoint its own."""
     from safetensors.torch import load_file, save_file
 
-    path = Path(run_dir) / TABLES_FILE if run_dir is not None else None
+    from ldcodec.checkpoint import find_checkpoint
+
+    path = find_checkpoint(run_dir) / TABLES_FILE if run_dir is not None else None
     dims = math.prod(model.latent_shape)
     if path is not None and path.is_file():
         try:
@@ -354,6 +358,10 @@ def load_or_build_tables(model, run_dir: str | Path | None = None, data_root=Non
         tables = CodingTables.estimate(model.prior, latents)
     if path is not None:
         tmp = path.with_name(f".tmp-{path.name}")
-        save_file(tables.to_tensors(), str(tmp))
-        tmp.replace(path)
+        try:
+            save_file(tables.to_tensors(), str(tmp))
+            tmp.replace(path)
+        except OSError as e:
+            print(f"ldcodec: warning: cannot store the coding tables in {path.parent} ({e.strerror}); they are "
+                  "rebuilt each time, and a decoder elsewhere must rebuild the same ones", file=sys.stderr)
     return tables
