@@ -60,3 +60,14 @@ def test_chosen_candidate_equals_codebook_row_and_is_standard_normal():
 
 GOLDEN = [[0.7706568837165833, -0.3973117470741272, 0.05943721905350685, -0.03101104497909546, -0.260460764169693],
           [1.6198991537094116, 1.0464513301849365, 1.7032431364059448, 0.7840667963027954, 1.2135462760925293]]
+
+
+def test_signed_permutations_are_per_image_and_format_defined():
+    imgs = torch.arange(6)
+    perm, sign = cand.signed_permutations(5, 2, 1, imgs, 7)
+    assert perm.shape == sign.shape == (6, 7)
+    assert all(sorted(p.tolist()) == list(range(7)) for p in perm)
+    assert set(sign.flatten().tolist()) <= {-1.0, 1.0}
+    assert len({tuple(p.tolist()) for p in perm}) > 1  # images differ
+    again = cand.signed_permutations(5, 2, 1, imgs[3:4], 7)
+    assert torch.equal(again[0][0], perm[3]) and torch.equal(again[1][0], sign[3])

@@ -228,7 +228,7 @@ class DiffC(Codec):
                 alpha, beta = pfr.weights(mu_q[:, d], mu_p[:, d], var_q, var_p[d])
                 index = pfr.select(self.key, key, c, ln, alpha, beta, images, generator)
                 kl += pfr.kl_bits(mu_q[:, d], mu_p[:, d], var_q, var_p[d]).cpu()
-                u = pfr.sample(self.key, key, c, index, images, ln, mu_p[:, d], var_p[d])
+                u = pfr.sample(self.key, key, c, index, images, mu_p[:, d], var_p[d])
                 shift = mu_q[:, d] - mu_p[:, d]
                 moved, wanted = moved + float(((u - mu_p[:, d]) * shift).sum()), wanted + float(shift.square().sum())
                 mu_p[:, d] = u
@@ -246,7 +246,7 @@ class DiffC(Codec):
             for c, ((dims, e), index) in enumerate(zip(chunks, step)):
                 d = torch.from_numpy(dims).to(self.device)
                 mu_p[:, d] = pfr.sample(self.key, _step_key(a, b), c, torch.from_numpy(index), images,
-                                        self._log2_n(e), mu_p[:, d], var_p[d])
+                                        mu_p[:, d], var_p[d])
             z = mu_p
         return z
 

@@ -45,7 +45,7 @@ ROUNDS = 10
 MASK32 = 0xFFFFFFFF
 
 PURPOSE_CANDIDATES = 0  # the Gaussian candidates e_n of a chunk (encoder and decoder)
-PURPOSE_OFFSETS = 1  # each image's offset into a chunk's shared codebook
+PURPOSE_TRANSFORMS = 1  # each image's signed permutation of a chunk's shared candidates
 
 Tensor = torch.Tensor
 
@@ -139,14 +139,21 @@ def candidate(key: int, step: int, chunk: int, n: Tensor, dims: int) -> Tensor:
     return _blocks(index, chunk, step, (key, PURPOSE_CANDIDATES)).reshape(len(n), per * 4)[:, :dims]
 
 
-def offsets(key: int, step: int, chunk: int, images: Tensor, log2_n: int) -> Tensor:
-    """Each image's codebook offset ``k_b`` in ``[0, 2^log2_n)`` for one chunk -> int64 ``(B,)``.
+def signed_permutations(key: int, step: int, chunk: int, images: Tensor, dims: int) -> tuple[Tensor, Tensor]:
+    """Each image's signed permutation of a chunk's ``dims`` coordinates -> ``(perm, sign)``, int64
+    ``(B, dims)`` and float32 ``(B, dims)`` of +-1: image ``b`` uses the candidate
+    ``(S_b e)_i = sign[b, i] e[perm[b, i]]``.
 
-    Word 0 of the block at counter ``(image, 0, chunk, step)`` under key ``(stream key,
-    PURPOSE_OFFSETS)``, masked to ``log2_n`` bits. Image ``b`` pairs its ``n``-th arrival with
-    codebook row ``n XOR k_b`` (see :mod:`ldcodec.coding.pfr`).
+    Format: the block at counter ``(image, i // 4, chunk, step)`` under key ``(stream key,
+    PURPOSE_TRANSFORMS)`` gives coordinate ``i`` the word ``i mod 4``; ``perm`` sorts the words' high
+    31 bits ascending (ties by ``i``), ``sign`` is the word's lowest bit (1 -> -1).
     """
     images = images.to(torch.int64)
-    w = philox4x32((images, torch.zeros_like(images), torch.tensor(chunk), torch.tensor(step)),
-                   (key, PURPOSE_OFFSETS))[0]
-    return w & ((1 << log2_n) - 1)
+    blocks = torch.arange((dims + 3) // 4, dtype=torch.int64, device=images.device)
+    w = philox4x32((images[:, None], blocks[None, :], torch.tensor(chunk), torch.tensor(step)),
+                   (key, PURPOSE_TRANSFORMS))
+    words = torch.stack(w, dim=-1).reshape(len(images), -1)[:, :dims]
+    order = (words >> 1) * dims + torch.arange(dims, device=images.device)  # distinct: ties broken by i
+    perm = torch.argsort(order, dim=1)
+    sign = 1.0 - 2.0 * (words & 1).to(torch.float32)
+    return perm, sign
