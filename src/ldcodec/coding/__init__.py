@@ -1,5 +1,5 @@
 """Entropy coding: exact range coding from integer tables (``entropy``), learned densities
-(``entropy_models``), reverse channel coding (``pfr`` over the format's ``candidates``; ``rcc``).
+(``entropy_models``), reverse channel coding (``pfr`` over the format's ``candidates``).
 The file format is :mod:`ldcodec.codecs.container`.
 
 Importing the package runs the known-answer check of the range coder once
