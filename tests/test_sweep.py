@@ -120,12 +120,20 @@ def test_failing_cell_is_recorded_and_the_next_still_runs(tmp_path, counted):
     assert counted == [bad.name, good.name, bad.name]  # a failed cell is retried, a finished one is not
 
 
-def test_interrupted_cell_resumes_from_its_checkpoint(tmp_path, counted):
+def test_interrupted_cell_resumes_from_its_checkpoint(tmp_path, counted, monkeypatch):
     (cell,) = cells((U_CELL, "train.steps=6", "train.ckpt_every=2"))
     run_dir = tmp_path / "s" / "runs" / cell.key
     train(tiny_config(REPO / "configs" / "grid" / f"{U_CELL}.yaml", "train.steps=2", "train.ckpt_every=2"),
           run_dir, progress=False)  # a sweep killed after the checkpoint at step 2
-    (r,) = run([cell], tmp_path / "s")
+
+    def broken_report(results, path):
+        raise ValueError("cannot draw")
+
+    monkeypatch.setattr("ldcodec.report.render_report", broken_report)  # a report bug stops nothing
+    lines = []
+    (r,) = sw.sweep([cell], tmp_path / "s", PROTOCOL, known=None, progress=False, log=lines.append)
+    assert lines[-1] == "sweep: warning: report.html not rewritten (ValueError: cannot draw)"
+    assert lines[-2].startswith(f"sweep [1/1] {U_CELL}: ok in ") and (tmp_path / "s" / "summary.md").is_file()
     assert r["status"] == "ok" and r["training"]["start_step"] == 2 and r["training"]["steps"] == 6
     assert (run_dir / "latest").read_text().strip() == "ckpt-00000006"
     launches = [json.loads(line) for line in (run_dir / "launches.jsonl").read_text().splitlines()]
@@ -174,3 +182,23 @@ def test_cli_sweep_help_and_bad_glob(tmp_path, capsys):
     assert main(["sweep", "--cells", "nosuch-*", "--out", str(tmp_path / "s")]) == 2
     err = capsys.readouterr().err
     assert "matches no cell" in err and "mnist-mlp-ddpm-uncond-gauss" in err and not (tmp_path / "s").exists()
+
+
+def test_cli_sweep_records_a_failure_and_exits_2(tmp_path, monkeypatch, capsys):
+    def broken(cell, *args, **kwargs):
+        raise RuntimeError(f"no luck with {cell.name}")
+
+    monkeypatch.setattr(sw, "run_cell", broken)
+    out = tmp_path / "s"
+    assert main(["sweep", "--cells", "mnist-mlp-*-uncond-gauss", "--out", str(out), "--known", "none",
+                 "--steps", "7", "--limit", "50", "--note", "test"]) == 2
+    assert "2 cell(s) failed" in capsys.readouterr().err
+    files = sorted((out / "cells").iterdir())
+    assert [json.loads(f.read_text())["cell"] for f in files] == ["mnist-mlp-ddpm-uncond-gauss",
+                                                                  "mnist-mlp-sde-uncond-gauss"]
+    for f in files:
+        r = json.loads(f.read_text())
+        assert r["status"] == "failed" and r["error"]["message"] == f"RuntimeError: no luck with {r['cell']}"
+        assert r["config"]["train"]["steps"] == 7 and r["protocol"]["limit"] == 50 and r["note"] == "test"
+        assert r["protocol"]["bits"] == [32, 64, 128, 256, 512]
+    assert (out / "summary.md").read_text().count("| failed |") == 2

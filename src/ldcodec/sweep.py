@@ -241,9 +241,10 @@ def sweep(cells: list[Cell], out: str | Path, protocol: Protocol, device: str = 
         eta = f"ETA {_duration(left * sum(spent) / len(spent))}" if left else "done"
         what = "ok" if r["status"] == "ok" else f"FAILED ({r['error']['message'].splitlines()[0][:120]})"
         log(f"sweep [{i + 1}/{len(todo)}] {cell.name}: {what} in {_duration(spent[-1])}; {left} left, {eta}")
-        write_summary(out, shown, done, report)
-    if not todo:
-        write_summary(out, shown, done, report)
+        if problem := write_summary(out, shown, done, report):
+            log(f"sweep: warning: {problem}")
+    if not todo and (problem := write_summary(out, shown, done, report)):
+        log(f"sweep: warning: {problem}")
     return [done.get(c.key) for c in cells]
 
 
@@ -325,8 +326,9 @@ def summary_markdown(cells: list[Cell], done: dict[str, dict]) -> str:
     return "\n".join(parts)
 
 
-def write_summary(out: Path, cells: list[Cell], done: dict[str, dict], report: bool = True) -> None:
-    """Rewrite ``summary.md``, ``summary.csv`` and (``report``) ``report.html`` from the finished cells."""
+def write_summary(out: Path, cells: list[Cell], done: dict[str, dict], report: bool = True) -> str | None:
+    """Rewrite ``summary.md``, ``summary.csv`` and (``report``) ``report.html`` from the finished cells;
+    returns why the report could not be drawn, if it could not (the sweep goes on)."""
     ok = [done[c.key] for c in cells if c.key in done and done[c.key]["status"] == "ok"]
     rows = [row for r in ok for row in point_rows(r)]
     buf = io.StringIO()
@@ -339,7 +341,11 @@ def write_summary(out: Path, cells: list[Cell], done: dict[str, dict], report: b
     if report and ok:
         from .report import render_report
 
-        render_report([r["results"] for r in ok], out / "report.html")
+        try:
+            render_report([r["results"] for r in ok], out / "report.html")
+        except Exception as e:  # noqa: BLE001 - the report is a view; the cells and tables are written
+            return f"report.html not rewritten ({e.__class__.__name__}: {e})"
+    return None
 
 
 # -- effects ----------------------------------------------------------------------------------
