@@ -159,11 +159,14 @@ def test_effects_are_means_over_matched_pairs():
     rows = {e["choice"]: e for e in sw.effects(results)}
     latent = rows["latent"]
     assert (latent["matched"], latent["overlap"]) == (3, 2) and latent["dpsnr"] == pytest.approx(2.0)
+    assert latent["dpsnr_range"] == pytest.approx((1.0, 3.0))
     # PSNR = 3 log2(bits) + c: +d dB at equal bits is a factor 2^(-d/3) in bits at equal PSNR.
     assert latent["dbits_pct"] == pytest.approx(100 * np.mean([2 ** (-1 / 3) - 1, 2 ** (-3 / 3) - 1]))
     net = rows["networks"]
     assert (net["matched"], net["overlap"]) == (2, 2) and net["dpsnr"] == pytest.approx(3.0)
     assert rows["diffusion"]["matched"] == 0 and rows["diffusion"]["dpsnr"] is None
+    table = {row[1]: row for row in sw.effects_rows(results)}
+    assert table["latent"][3:5] == ["2 / 3", "+2.00 (+1.00 .. +3.00)"] and table["diffusion"][4] == ""
     mode = rows["mode"]  # the mode C point at 100 bits lies on the U curve's range: 3 log2(100) vs 1 dB
     assert mode["matched"] == 2 and mode["overlap"] == 2
     assert mode["dpsnr"] == pytest.approx(np.mean([1.0 - 3 * math.log2(100), 2.0 - (3 * math.log2(200) + 1)]))

@@ -356,8 +356,9 @@ EFFECTS_DEFINITION = (
     "point). ΔPSNR at equal bits: the mean over the bit rates of both curves' points that lie inside both "
     "curves' bit ranges of PSNR_B - PSNR_A, each curve linearly interpolated in log2(bits). Δbits at equal PSNR: "
     "likewise over the PSNRs inside both PSNR ranges, bits_B - bits_A (and in % of bits_A), interpolating "
-    "log2(bits) in PSNR. Each column is the mean over the pairs whose ranges overlap; pairs without overlap "
-    "(e.g. two mode C cells, one point each) are counted but not averaged.")
+    "log2(bits) in PSNR. Each column is the mean over the pairs whose ranges overlap, with the smallest and "
+    "largest pair in brackets (pairs of mode U cells and of mode C cells are averaged together); pairs without "
+    "overlap (e.g. two mode C cells at different rates, one point each) are counted but not averaged.")
 
 
 def curve(r: dict) -> np.ndarray:
@@ -408,10 +409,16 @@ def effects(results: list[dict]) -> list[dict]:
             for k in ("dpsnr", "dbits", "dbits_pct"):
                 values = [e[k] for e in found if k in e]
                 row[k] = float(np.mean(values)) if values else None
+                row[f"{k}_range"] = (float(min(values)), float(max(values))) if values else None
             out.append(row)
     return out
 
 
 def effects_rows(results: list[dict]) -> list[list[str]]:
+    """The effects table's cells: each mean with the range over its pairs in brackets."""
+    def text(e: dict, k: str, spec: str) -> str:
+        lo_hi = e[f"{k}_range"]
+        return "" if e[k] is None else f"{e[k]:{spec}} ({lo_hi[0]:{spec}} .. {lo_hi[1]:{spec}})"
+
     return [[e["dataset"], e["choice"], f"{e['b']} vs {e['a']}", f"{e['overlap']} / {e['matched']}",
-             _f(e["dpsnr"], "+.2f"), _f(e["dbits"], "+.1f"), _f(e["dbits_pct"], "+.1f")] for e in effects(results)]
+             text(e, "dpsnr", "+.2f"), text(e, "dbits", "+.1f"), text(e, "dbits_pct", "+.1f")] for e in effects(results)]
