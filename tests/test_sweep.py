@@ -96,13 +96,18 @@ def test_sweep_writes_cells_and_summary_then_skips_finished_cells(tmp_path, coun
     assert (tmp_path / "fresh" / "cells" / f"{two[1].key}.json").is_file()
 
 
-def test_changed_protocol_changes_the_hash():
+def test_changed_protocol_changes_the_hash(monkeypatch):
+    monkeypatch.delenv("LDCODEC_DATA", raising=False)
     cfg = tiny_config(REPO / "configs" / "grid" / f"{U_CELL}.yaml")
     a = sw.Cell(cfg.name, cfg, PROTOCOL.for_cell(cfg))
     b = sw.Cell(cfg.name, cfg, sw.Protocol(limit=33, bits=PROTOCOL.bits, perception=("fid",),
                                            critic_steps=10).for_cell(cfg))
-    cfg.data.root = "/elsewhere"  # a machine's data folder is not part of the cell
-    assert a.hash != b.hash and sw.Cell(cfg.name, cfg, PROTOCOL.for_cell(cfg)).hash == a.hash
+    assert a.hash != b.hash
+    hashes = []
+    for root in ("/data/here", "/data/elsewhere"):  # a machine's data folder is not part of the cell ...
+        cfg.data.root = root
+        hashes.append(sw.Cell(cfg.name, cfg, PROTOCOL.for_cell(cfg)).hash)
+    assert hashes[0] == hashes[1] != a.hash  # ... but the built-in sample (no root, as in a) is not the shards
 
 
 def test_failing_cell_is_recorded_and_the_next_still_runs(tmp_path, counted):

@@ -5,7 +5,8 @@ sweep trains the cell into ``OUT/runs/<cell>-<hash>`` (resuming from its checkpo
 sweep was interrupted), evaluates it with :func:`ldcodec.evaluate.evaluate` under one
 :class:`Protocol` shared by every cell, and writes the cell's result atomically to
 ``OUT/cells/<cell>-<hash>.json``. ``hash`` is over the cell's resolved config (without
-``data.root``, which names a machine's folder) and the protocol, so a changed config or protocol
+``data.root``, which names a machine's folder, but marking a run on the built-in MNIST sample
+rather than the dataset's shards) and the protocol, so a changed config or protocol
 reruns the cell and an unchanged one is skipped. A cell also counts as finished when its file is
 in a ``known`` folder (default ``benchmarks/results/sweep``: results committed to the repository,
 so a sweep on a fresh machine skips them).
@@ -110,8 +111,10 @@ class Cell:
     def __post_init__(self):
         config = self.cfg.to_dict()
         config["data"].pop("root")
-        self.hash = hashlib.sha256(json.dumps({"config": config, "protocol": self.protocol},
-                                              sort_keys=True).encode()).hexdigest()[:12]
+        key = {"config": config, "protocol": self.protocol}
+        if not (self.cfg.data.root or os.environ.get("LDCODEC_DATA")):  # not the dataset's shards (data.py)
+            key["data"] = "built-in MNIST sample"
+        self.hash = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
 
     @property
     def key(self) -> str:
