@@ -200,7 +200,9 @@ def test_cli_sweep_records_a_failure_and_exits_2(tmp_path, monkeypatch, capsys):
     out = tmp_path / "s"
     assert main(["sweep", "--cells", "mnist-mlp-*-uncond-gauss", "--out", str(out), "--known", "none",
                  "--steps", "7", "--limit", "50", "--note", "test"]) == 2
-    assert "2 cell(s) failed" in capsys.readouterr().err
+    printed = capsys.readouterr()
+    assert "2 cell(s) failed" in printed.err and "summary.csv: 0 of 2 cell(s) finished" in printed.out
+    assert not (out / "report.html").exists()
     files = sorted((out / "cells").iterdir())
     assert [json.loads(f.read_text())["cell"] for f in files] == ["mnist-mlp-ddpm-uncond-gauss",
                                                                   "mnist-mlp-sde-uncond-gauss"]

@@ -228,8 +228,9 @@ def cmd_sweep(a: argparse.Namespace) -> None:
                     known=None if a.known == "none" else a.known, note=a.note,
                     others=select_cells(a.grid, "*", overrides, protocol))
     failed = [c.name for c, r in zip(cells, results) if r["status"] != "ok"]
-    print(f"wrote {Path(a.out) / 'summary.md'}, summary.csv and report.html: {len(cells) - len(failed)} of "
-          f"{len(cells)} cell(s) finished" + (f"; failed: {', '.join(failed)}" if failed else ""))
+    print(f"wrote {Path(a.out) / 'summary.md'}, summary.csv{' and report.html' * (len(failed) < len(cells))}: "
+          f"{len(cells) - len(failed)} of {len(cells)} cell(s) finished"
+          + (f"; failed: {', '.join(failed)}" if failed else ""))
     if failed:
         raise LdcodecError(f"{len(failed)} cell(s) failed; their errors are in {Path(a.out) / 'summary.md'} and "
                            f"{Path(a.out) / 'cells'}; the next sweep retries them")
