@@ -215,6 +215,27 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
               f"bpp={p['bpp_actual']:.4f} (file {p['bpp_file']:.4f}) psnr={p['psnr']:.2f}")
 
 
+def cmd_sweep(a: argparse.Namespace) -> None:
+    from .sweep import Protocol, select_cells, sweep
+
+    if a.limit < 2:
+        raise LdcodecError(f"--limit {a.limit}: the perception estimators need at least 2 test images")
+    overrides = list(a.set or []) + ([f"train.steps={a.steps}"] if a.steps is not None else [])
+    overrides += [f"data.root={a.data_root}"] if a.data_root is not None else []
+    protocol = Protocol(limit=a.limit)
+    cells = select_cells(a.grid, a.cells, overrides, protocol)
+    results = sweep(cells, a.out, protocol, device=a.device, data_root=a.data_root,
+                    known=None if a.known == "none" else a.known, note=a.note,
+                    others=select_cells(a.grid, "*", overrides, protocol))
+    failed = [c.name for c, r in zip(cells, results) if r["status"] != "ok"]
+    print(f"wrote {Path(a.out) / 'summary.md'}, summary.csv{' and report.html' * (len(failed) < len(cells))}: "
+          f"{len(cells) - len(failed)} of {len(cells)} cell(s) finished"
+          + (f"; failed: {', '.join(failed)}" if failed else ""))
+    if failed:
+        raise LdcodecError(f"{len(failed)} cell(s) failed; their errors are in {Path(a.out) / 'summary.md'} and "
+                           f"{Path(a.out) / 'cells'}; the next sweep retries them")
+
+
 def cmd_train_classifier(a: argparse.Namespace) -> None:
     import torch
 
@@ -363,6 +384,34 @@ def build_parser() -> argparse.ArgumentParser:
     _data_root(e)
     _device(e)
     e.set_defaults(func=cmd_evaluate)
+
+    sw = sub.add_parser("sweep", help="train, evaluate and tabulate grid cells in turn (resumable)",
+                        description="For each grid config whose cell name matches --cells: train it into "
+                                    "OUT/runs/CELL-HASH (resuming an interrupted run from its checkpoint), evaluate "
+                                    "it under one protocol for all cells (the first --limit test images; mode U at "
+                                    "32, 64, 128, 256, 512 bits per image on MNIST and 0.1, 0.25, 0.5, 0.75, 1 bpp "
+                                    "on CIFAR-10; mode C at its one rate; every decode and perception estimator), "
+                                    "and write OUT/cells/CELL-HASH.json. HASH covers the resolved config and the "
+                                    "protocol: a finished cell (in OUT/cells or --known) is skipped, a changed one "
+                                    "reruns. A failing cell is recorded with its error and the rest still run. "
+                                    "OUT/summary.md (budgets, operating points, effects of the four choices), "
+                                    "summary.csv and report.html are rewritten after each cell.")
+    sw.add_argument("--cells", default="*", metavar="GLOB", help="cell names to run, e.g. 'mnist-*' or "
+                    "'*-cond-delta' (default: all 32)")
+    sw.add_argument("--out", required=True, metavar="DIR", help="sweep folder (created; reuse it to resume)")
+    sw.add_argument("--steps", type=int, help="training steps of every cell (overrides train.steps; part of the hash)")
+    sw.add_argument("--limit", type=int, default=1000, help="test images evaluated per cell (default 1000)")
+    sw.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
+                    help="override a config key in every cell (repeatable; part of the hash)")
+    sw.add_argument("--grid", default="configs/grid", metavar="DIR", help="grid configs (default configs/grid)")
+    sw.add_argument("--known", default="benchmarks/results/sweep", metavar="DIR",
+                    help="folder of committed cell results that count as finished (default "
+                         "benchmarks/results/sweep; 'none' to ignore)")
+    sw.add_argument("--note", default="", help="label stored in every cell result and the summary, e.g. "
+                    "'short CPU budget'")
+    _data_root(sw)
+    _device(sw)
+    sw.set_defaults(func=cmd_sweep)
 
     tc = sub.add_parser("train-classifier", help="train the feature classifier used for FID/KID/kNN/accuracy",
                         description="Train the project's own classifier (no weights can be downloaded) and save it "
