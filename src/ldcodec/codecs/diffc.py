@@ -338,6 +338,9 @@ def load_or_build_tables(model, run_dir: str | Path | None = None, data_root=Non
 
     from ldcodec.checkpoint import find_checkpoint
 
+    if model.prior is None:
+        raise LdcodecError("this checkpoint has the N(0, I) prior (model.prior = normal): compression "
+                           "needs a diffusion prior; train a grid config")
     path = find_checkpoint(run_dir) / TABLES_FILE if run_dir is not None else None
     dims = math.prod(model.latent_shape)
     if path is not None and path.is_file():
