@@ -99,10 +99,11 @@ def select(key: int, step: int, chunk: int, log2_n: int, alpha: Tensor, beta: Te
     best = torch.zeros(b, dtype=torch.int64, device=device)
     for start in range(0, n, ROWS):
         rows = min(ROWS, n - start)
-        arrivals = clock + torch.cumsum(torch.empty(rows, b, dtype=torch.float64).exponential_(generator=generator), 0)
-        clock = arrivals[-1]
+        gaps = torch.cumsum(torch.empty(rows, b).exponential_(generator=generator), 0)  # float32 in a batch
+        log_t = torch.log(clock.to(torch.float32) + gaps)
+        clock = clock + gaps[-1].double()  # float64 across batches
         e = cand.candidates(key, step, chunk, start, rows, m, device=device)
-        score = torch.log(arrivals).to(device, torch.float32) - e.square() @ a_t - e @ b_t
+        score = log_t.to(device) - e.square() @ a_t - e @ b_t
         value, index = score.min(0)
         better = value < best_score
         best_score = torch.where(better, value, best_score)
