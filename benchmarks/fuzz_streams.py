@@ -136,7 +136,7 @@ def worker(runs: Path, libfuzzer_args: list[str]) -> None:
     torch.set_num_threads(1)
     with atheris.instrument_imports(include=["ldcodec"]):
         import ldcodec.codecs  # noqa: F401
-        import ldcodec.coding.entropy  # noqa: F401
+        import ldcodec.coding.range_coder  # noqa: F401
         import ldcodec.coding.pfr  # noqa: F401
     harness = Harness({mode: runs / mode for mode in MODES})
     atheris.Setup([sys.argv[0], *libfuzzer_args], harness)

@@ -103,11 +103,11 @@ def check(cell: str, device: str, data_root: str | None) -> dict:
     """Relative differences of loss and -ELBO of the fast paths from fp32 eager (same weights, batch, noise)."""
     from ldcodec.config import load_config
     from ldcodec.data import Batches, load_split
-    from ldcodec.model import LatentCodec
+    from ldcodec.model import LSGMModel
 
     cfg = load_config(GRID / f"{cell}.yaml", [f"data.root={data_root}"] if data_root else [])
     torch.manual_seed(0)
-    model = LatentCodec(cfg).to(device).train()
+    model = LSGMModel(cfg).to(device).train()
     images, _ = load_split(cfg.data.dataset, "train", cfg.data.root or None, limit=1024)
     x = Batches(images, cfg.train.batch_size, 0, flip=False, device=device)(0)
 

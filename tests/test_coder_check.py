@@ -4,7 +4,7 @@ import constriction
 import numpy as np
 import pytest
 
-from ldcodec.coding import coder_check, entropy
+from ldcodec.coding import coder_check, range_coder
 from ldcodec.errors import LdcodecError
 
 
@@ -12,14 +12,14 @@ def test_the_installed_constriction_passes():
     coder_check.check_coder(force=True)
 
 
-def test_the_entropy_module_writes_the_golden_words():
+def test_the_range_coder_module_writes_the_golden_words():
     """ldcodec's own coding path (integer tables, uniform values, raw bits) is the one that is checked."""
     c = coder_check
-    encoder = entropy.new_encoder()
-    entropy.write_categorical(encoder, c.SYMBOLS, c.COUNTS, c.PRECISION)
-    entropy.write_uniform(encoder, c.UNIFORM_VALUES, c.UNIFORM_SIZE)
-    entropy.write_bits(encoder, c.RAW_VALUES, np.log2(c.RAW_SIZES).astype(np.int64))
-    assert entropy.encoder_bytes(encoder) == np.array(c.GOLDEN_WORDS, dtype="<u4").tobytes()
+    encoder = range_coder.new_encoder()
+    range_coder.write_categorical(encoder, c.SYMBOLS, c.COUNTS, c.PRECISION)
+    range_coder.write_uniform(encoder, c.UNIFORM_VALUES, c.UNIFORM_SIZE)
+    range_coder.write_bits(encoder, c.RAW_VALUES, np.log2(c.RAW_SIZES).astype(np.int64))
+    assert range_coder.encoder_bytes(encoder) == np.array(c.GOLDEN_WORDS, dtype="<u4").tobytes()
 
 
 def test_a_coder_that_quantises_differently_is_caught(monkeypatch):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from ldcodec.coding import entropy
+from ldcodec.coding import range_coder
 from ldcodec.coding.entropy_models import (AutoregressiveDensity, FactorizedDensity, GaussianConditional,
                                             code_density, quantize)
 from ldcodec.errors import LdcodecError
@@ -209,12 +209,12 @@ def test_autoregressive_codes_share_a_stream_with_other_data():
     model = _random_made((4,))
     model.update_tables()
     y = torch.round(torch.randn(3, 4) * 4)
-    encoder = entropy.new_encoder()
+    encoder = range_coder.new_encoder()
     model.write(encoder, y)
-    entropy.write_uniform(encoder, np.array([5, 1]), 7)
-    decoder = entropy.decoder_from_bytes(entropy.encoder_bytes(encoder))
+    range_coder.write_uniform(encoder, np.array([5, 1]), 7)
+    decoder = range_coder.decoder_from_bytes(range_coder.encoder_bytes(encoder))
     assert torch.equal(model.read(decoder, 3), y)
-    assert entropy.read_uniform(decoder, 2, 7).tolist() == [5, 1]
+    assert range_coder.read_uniform(decoder, 2, 7).tolist() == [5, 1]
 
 
 def test_autoregressive_density_learns_what_one_entry_says_about_the_next():

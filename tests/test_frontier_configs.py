@@ -5,7 +5,7 @@ import torch
 
 from ldcodec.config import load_config
 from ldcodec.data import load_split, to_tensor
-from ldcodec.model import LatentCodec
+from ldcodec.model import LSGMModel
 
 from conftest import REPO
 
@@ -25,7 +25,7 @@ def test_config_builds_and_its_loss_is_finite(path):
     cfg = load_config(path)
     assert cfg.data.dataset == "mnist" and cfg.model.prior == "diffusion"
     torch.manual_seed(0)
-    model = LatentCodec(cfg)
+    model = LSGMModel(cfg)
     images, _ = load_split("mnist", "test", None, limit=4)
     terms = model(to_tensor(images), generator=torch.Generator().manual_seed(0))
     assert torch.isfinite(terms["loss"]) and terms["mse"].shape == (4,)
@@ -39,7 +39,7 @@ def test_mode_c_with_the_autoregressive_code_density_trains_and_codes():
 
     cfg = tiny_config(REPO / "configs" / "grid" / "mnist-mlp-ddpm-cond-gauss.yaml", "cond.density=autoregressive")
     torch.manual_seed(0)
-    model = LatentCodec(cfg)
+    model = LSGMModel(cfg)
     assert type(model.code_density).__name__ == "AutoregressiveDensity"
     images, _ = load_split("mnist", "train", None, limit=16)
     x = to_tensor(images)

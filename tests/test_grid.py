@@ -9,12 +9,12 @@ import torch
 
 from ldcodec.codecs import model_codec
 from ldcodec.data import Batches, load_split
-from ldcodec.model import LatentCodec
+from ldcodec.model import LSGMModel
 
 from conftest import GRID, tiny_config
 
 
-def fixed_loss(model: LatentCodec, x: torch.Tensor) -> float:
+def fixed_loss(model: LSGMModel, x: torch.Tensor) -> float:
     """The loss on a fixed batch, averaged over fixed draws of the Monte-Carlo noise."""
     return sum(model(x, generator=torch.Generator().manual_seed(s))["loss"].item() for s in range(4)) / 4
 
@@ -23,7 +23,7 @@ def fixed_loss(model: LatentCodec, x: torch.Tensor) -> float:
 def test_cell_trains_and_loss_decreases(path):
     cfg = tiny_config(path)
     torch.manual_seed(0)
-    model = LatentCodec(cfg)
+    model = LSGMModel(cfg)
     assert (model.prior is not None) and (hasattr(model, "code_density") == cfg.cond.enabled)
     images, _ = load_split(cfg.data.dataset, "train", cfg.data.root or None, limit=256)
     batches = Batches(images, 16, seed=0, flip=cfg.data.dataset == "cifar10")
@@ -47,7 +47,7 @@ def test_cell_trains_and_loss_decreases(path):
     check_codec_round_trip(model.eval(), x[:2])
 
 
-def check_codec_round_trip(model: LatentCodec, x: torch.Tensor) -> None:
+def check_codec_round_trip(model: LSGMModel, x: torch.Tensor) -> None:
     """The cell's model writes a real file and reads it back, with its mode's registered codec."""
     model.update_tables()
     codec = model_codec(model, None, data_root=model.cfg.data.root or None)

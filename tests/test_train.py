@@ -85,10 +85,10 @@ def test_refuses_to_overwrite_and_checks_resume_config(tmp_path):
 
 
 def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path, monkeypatch):
-    from ldcodec.model import LatentCodec
+    from ldcodec.model import LSGMModel
 
     cfg = tiny_config(NORMAL, "model.prior=normal", "train.steps=8", "train.ckpt_every=2")
-    real_forward, calls = LatentCodec.forward, []
+    real_forward, calls = LSGMModel.forward, []
 
     def forward_going_nan(self, *args, **kwargs):
         out = real_forward(self, *args, **kwargs)
@@ -97,7 +97,7 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path, monkeypatch):
             out["loss"] = out["loss"] * float("nan")
         return out
 
-    monkeypatch.setattr(LatentCodec, "forward", forward_going_nan)
+    monkeypatch.setattr(LSGMModel, "forward", forward_going_nan)
     with pytest.raises(LdcodecError, match="loss became nan at step 4.*ckpt-00000004"):
         train(cfg, tmp_path, progress=False)
     assert (tmp_path / "latest").read_text().strip() == "ckpt-00000004"
@@ -123,11 +123,11 @@ def test_damaged_checkpoint_gives_a_clear_error(tmp_path):
 
 
 def test_run_stopped_before_its_first_checkpoint_resumes_from_step_zero(tmp_path, monkeypatch):
-    from ldcodec.model import LatentCodec
+    from ldcodec.model import LSGMModel
 
     cfg = tiny_config(NORMAL, "train.steps=5")
     train(cfg, tmp_path / "a", progress=False)
-    real_forward, calls = LatentCodec.forward, []
+    real_forward, calls = LSGMModel.forward, []
 
     def forward_then_die(self, *args, **kwargs):
         calls.append(1)
@@ -135,10 +135,10 @@ def test_run_stopped_before_its_first_checkpoint_resumes_from_step_zero(tmp_path
             raise Crash
         return real_forward(self, *args, **kwargs)
 
-    monkeypatch.setattr(LatentCodec, "forward", forward_then_die)
+    monkeypatch.setattr(LSGMModel, "forward", forward_then_die)
     with pytest.raises(Crash):
         train(cfg, tmp_path / "b", progress=False)
-    monkeypatch.setattr(LatentCodec, "forward", real_forward)
+    monkeypatch.setattr(LSGMModel, "forward", real_forward)
     run = tmp_path / "b"
     assert not (run / "latest").exists() and (run / "config.yaml").is_file()
     with (run / "metrics.jsonl").open("a") as f:
@@ -223,11 +223,11 @@ def test_bf16_autocast_keeps_loss_and_elbo_within_the_stated_tolerance(cell):
     ``benchmarks/train_throughput.py --check`` measures the same on the GPU.
     """
     from ldcodec.data import Batches, load_split
-    from ldcodec.model import LatentCodec
+    from ldcodec.model import LSGMModel
 
     cfg = tiny_config(f"configs/grid/{cell}.yaml")
     torch.manual_seed(0)
-    model = LatentCodec(cfg).train()
+    model = LSGMModel(cfg).train()
     x = Batches(load_split(cfg.data.dataset, "train", cfg.data.root or None, limit=256)[0], 32, 0, False)(0)
     ref = model(x, generator=torch.Generator().manual_seed(1))
     with torch.autocast("cpu", dtype=torch.bfloat16):

@@ -167,11 +167,11 @@ def tensor_specs(file: Path) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
 
 def build_model(cfg: Config, file: Path) -> torch.nn.Module:
     """The model of ``cfg``, built only once its meta-device twin matches ``file``'s header."""
-    from .model import LatentCodec
+    from .model import LSGMModel
 
     try:
         with torch.device("meta"):
-            twin = LatentCodec(cfg)
+            twin = LSGMModel(cfg)
     except (ValueError, RuntimeError, ZeroDivisionError, OverflowError) as e:
         raise LdcodecError(f"{file.parent}/config.yaml does not describe a buildable model ({e})") from None
     check_fit(twin, tensor_specs(file), file)
@@ -180,7 +180,7 @@ def build_model(cfg: Config, file: Path) -> torch.nn.Module:
     if extra > NONPERSISTENT_LIMIT:
         raise LdcodecError(f"{file.parent}/config.yaml asks for {extra / 2**20:.0f} MiB of buffers beyond the "
                            f"weights (limit {NONPERSISTENT_LIMIT / 2**20:.0f} MiB); the config is not plausible")
-    return LatentCodec(cfg)
+    return LSGMModel(cfg)
 
 
 def load_model(path: str | os.PathLike, ema: bool = True, device: str = "cpu"):

@@ -79,7 +79,7 @@ def build_prior(cfg: Config, latent_shape: tuple[int, ...]):
     return DiffusionPrior(process, net, latent_shape, mixed=d.mixed)
 
 
-class LatentCodec(nn.Module):
+class LSGMModel(nn.Module):
     """Autoencoder + prior (+ code encoder and its entropy model in mode C)."""
 
     def __init__(self, cfg: Config):

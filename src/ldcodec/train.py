@@ -51,7 +51,7 @@ from .config import Config, save_config
 from .data import Batches, load_split
 from .errors import LdcodecError
 from .files import write_text_atomic
-from .model import LatentCodec
+from .model import LSGMModel
 
 LOGGED = ("loss", "bpd", "mse", "rec", "entropy", "ce", "rate_bits")
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -87,7 +87,7 @@ def ema_update(ema: dict[str, torch.Tensor], model: torch.nn.Module, decay: floa
         torch._foreach_add_(floats, params, alpha=1 - d)
 
 
-def ema_state(model: LatentCodec, ema: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def ema_state(model: LSGMModel, ema: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The EMA weights with mode C's coding tables computed from them (not averaged: they are integers)."""
     if not model.cfg.cond.enabled:
         return ema
@@ -170,7 +170,7 @@ def _check_same_run(cfg: Config, run_cfg: Config, out: Path) -> None:
 class Trainer:
     """One training run of a grid cell into run folder ``out``, in this process of ``world``.
 
-    ``model`` is the plain :class:`LatentCodec` (its weights are the same in every process);
+    ``model`` is the plain :class:`LSGMModel` (its weights are the same in every process);
     ``resident=None`` keeps the dataset on the device when it takes at most a quarter of the free
     device memory.
     """
@@ -199,7 +199,7 @@ class Trainer:
                                device=device, resident=resident, channels_last=self.channels_last)
 
         torch.manual_seed(t.seed)
-        self.model = LatentCodec(cfg).to(self.device)
+        self.model = LSGMModel(cfg).to(self.device)
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=t.lr, weight_decay=t.weight_decay, fused=cuda)

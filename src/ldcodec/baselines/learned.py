@@ -21,7 +21,7 @@ Training minimises ``R + lambda * D`` with ``R`` in bits per pixel and
 0.001-0.1), uniform noise standing in for rounding (Ballé 2017, Sec. 2).
 
 Bits are real: :meth:`LearnedCodec.compress` writes one range-coded stream per image
-(``constriction`` through :mod:`ldcodec.coding.entropy`, integer tables fixed after
+(``constriction`` through :mod:`ldcodec.coding.range_coder`, integer tables fixed after
 training by ``update_tables``); for the hyperprior the ``z`` and ``y`` symbols share
 the stream (first in, first out), so there is one flush and no length field. The image
 size is not in the stream: the decoder is given it, as the dataset fixes it (as in
@@ -41,7 +41,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ldcodec.baselines.integer_net import IntegerScaleNet
-from ldcodec.coding import entropy
+from ldcodec.coding import range_coder
 from ldcodec.coding.entropy_models import FactorizedDensity, GaussianConditional, quantize
 from ldcodec.errors import LdcodecError
 
@@ -122,10 +122,10 @@ class LearnedCodec(nn.Module):
         """The integer symbols sent for one image ``(1, C, H, W)``: ``y`` (and ``z``), integer-valued floats."""
         raise NotImplementedError
 
-    def _write(self, encoder: entropy.RangeEncoder, symbols: dict[str, torch.Tensor]) -> None:
+    def _write(self, encoder: range_coder.RangeEncoder, symbols: dict[str, torch.Tensor]) -> None:
         raise NotImplementedError
 
-    def _read(self, decoder: entropy.RangeDecoder, image_size: tuple[int, int]) -> dict[str, torch.Tensor]:
+    def _read(self, decoder: range_coder.RangeDecoder, image_size: tuple[int, int]) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
     def _latent_shape(self, image_size: tuple[int, int]) -> tuple[int, int, int, int]:
@@ -143,16 +143,16 @@ class LearnedCodec(nn.Module):
         self._require_cpu()
         streams = []
         for image in x.cpu().split(1):
-            encoder = entropy.new_encoder()
+            encoder = range_coder.new_encoder()
             self._write(encoder, self.latent_symbols(image))
-            streams.append(entropy.encoder_bytes(encoder))
+            streams.append(range_coder.encoder_bytes(encoder))
         return streams
 
     @torch.no_grad()
     def decode_symbols(self, data: bytes, image_size: tuple[int, int]) -> dict[str, torch.Tensor]:
         """One stream -> the symbols :meth:`latent_symbols` gave the encoder (exactly)."""
         self._require_cpu()
-        return self._read(entropy.decoder_from_bytes(data), image_size)
+        return self._read(range_coder.decoder_from_bytes(data), image_size)
 
     @torch.no_grad()
     def decompress(self, streams: list[bytes], image_size: tuple[int, int]) -> torch.Tensor:
@@ -194,11 +194,11 @@ class FactorizedPriorCodec(LearnedCodec):
 
     def _write(self, encoder, symbols):
         y = symbols["y"]
-        entropy.write_symbols(encoder, _flat(y), _channel_index(y.shape), self.prior.tables())
+        range_coder.write_symbols(encoder, _flat(y), _channel_index(y.shape), self.prior.tables())
 
     def _read(self, decoder, image_size):
         shape = self._latent_shape(image_size)
-        y = entropy.read_symbols(decoder, _channel_index(shape), self.prior.tables())
+        y = range_coder.read_symbols(decoder, _channel_index(shape), self.prior.tables())
         return {"y": torch.from_numpy(y).float().reshape(shape)}
 
 
@@ -234,17 +234,17 @@ class HyperpriorCodec(LearnedCodec):
 
     def _write(self, encoder, symbols):
         z, y = symbols["z"], symbols["y"]
-        entropy.write_symbols(encoder, _flat(z), _channel_index(z.shape), self.hyper_prior.tables())
+        range_coder.write_symbols(encoder, _flat(z), _channel_index(z.shape), self.hyper_prior.tables())
         scale_index = self.scale_net(z).reshape(-1).numpy()
-        entropy.write_symbols(encoder, _flat(y), scale_index, self.conditional.tables())
+        range_coder.write_symbols(encoder, _flat(y), scale_index, self.conditional.tables())
 
     def _read(self, decoder, image_size):
         y_shape = self._latent_shape(image_size)
         z_shape = (1, self.config["channels"], y_shape[2] // 4, y_shape[3] // 4)
-        z = entropy.read_symbols(decoder, _channel_index(z_shape), self.hyper_prior.tables())
+        z = range_coder.read_symbols(decoder, _channel_index(z_shape), self.hyper_prior.tables())
         z = torch.from_numpy(z).float().reshape(z_shape)
         scale_index = self.scale_net(z).reshape(-1).numpy()
-        y = entropy.read_symbols(decoder, scale_index, self.conditional.tables())
+        y = range_coder.read_symbols(decoder, scale_index, self.conditional.tables())
         return {"y": torch.from_numpy(y).float().reshape(y_shape), "z": z}
 
     def update_tables(self) -> None:

@@ -38,7 +38,7 @@ import torch
 
 from ldcodec.codecs.base import Codec, Compressed
 from ldcodec.coding import candidates as cand
-from ldcodec.coding import entropy, pfr
+from ldcodec.coding import pfr, range_coder
 from ldcodec.diffusion.coding_grid import LEVELS, CodingTables, step_densities
 from ldcodec.diffusion.decodes import DECODES, decode_latent
 from ldcodec.diffusion.samplers import denoise
@@ -252,18 +252,18 @@ class DiffC(Codec):
 
     def _payload(self, plan, indices, rows: slice) -> bytes:
         """The range-coded indices of ``rows``, step-major, cut to the shortest verified length."""
-        encoder = entropy.new_encoder()
+        encoder = range_coder.new_encoder()
         for (_, _, chunks), step in zip(plan, indices):
             for (_, e), index in zip(chunks, step):
                 pfr.write_indices(encoder, index[rows], e / 2**10, self._log2_n(e))
         want = [[index[rows] for index in step] for step in indices]
         count = len(want[0][0]) if want and want[0] else 0
-        return entropy.shortest_stream(encoder, lambda data: all(
+        return range_coder.shortest_stream(encoder, lambda data: all(
             np.array_equal(a, b) for got, exp in zip(self._read_indices(plan, data, count), want)
             for a, b in zip(got, exp)))
 
     def _read_indices(self, plan, payload: bytes, count: int) -> list[list[np.ndarray]]:
-        decoder = entropy.decoder_from_trimmed(payload)
+        decoder = range_coder.decoder_from_trimmed(payload)
         return [[pfr.read_indices(decoder, count, e / 2**10, self._log2_n(e)) for _, e in chunks]
                 for _, _, chunks in plan]
 

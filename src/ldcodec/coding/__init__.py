@@ -1,4 +1,4 @@
-"""Entropy coding: exact range coding from integer tables (``entropy``), learned densities
+"""Entropy coding: exact range coding from integer tables (``range_coder``), learned densities
 (``entropy_models``), reverse channel coding (``pfr`` over the format's ``candidates``).
 The file format is :mod:`ldcodec.codecs.container`.
 

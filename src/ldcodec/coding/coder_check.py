@@ -1,7 +1,7 @@
 """Known-answer self-check of the ``constriction`` range coder: streams must be bit-exact everywhere.
 
 Every entropy-coded byte ldcodec writes goes through constriction's queue range coder with
-models built from integers (:mod:`ldcodec.coding.entropy`): a ``Categorical`` whose fixed-point
+models built from integers (:mod:`ldcodec.coding.range_coder`): a ``Categorical`` whose fixed-point
 table is exactly an integer count table (weights ``counts * 2**(24 - precision) - 1`` with
 ``perfect=False``), and the ``Uniform`` model, alone or as a family of per-symbol sizes. If a
 constriction release changed how it quantises those weights or how it renormalises, streams

@@ -15,7 +15,7 @@
 Layout: ``y`` is ``(B, c)`` or ``(B, c, h, w)`` (any trailing dims); the channel axis is dim 1.
 
 Coding: after training, :meth:`update_tables` computes integer tables ONCE (precision 16, every
-count >= 1, an escape symbol for values outside the support; see :mod:`ldcodec.coding.entropy`)
+count >= 1, an escape symbol for values outside the support; see :mod:`ldcodec.coding.range_coder`)
 and stores them as buffers, so they travel in the checkpoint (and its hash) and the decoder
 never recomputes a probability from floats. :meth:`compress` returns one byte string per batch
 element. For the Gaussian conditional the scale is mapped to one of a fixed set of scale bins
@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ldcodec.coding import entropy
+from ldcodec.coding import range_coder
 from ldcodec.errors import LdcodecError
 
 LIKELIHOOD_BOUND = 1e-9  # lower bound on likelihoods (keeps -log2 finite)
@@ -74,20 +74,20 @@ class _TableBuffers(nn.Module):
         self.register_buffer("table_sizes", torch.zeros(0, dtype=torch.int64))
         self.register_buffer("table_offsets", torch.zeros(0, dtype=torch.int64))
 
-    def _store(self, tables: entropy.Tables) -> entropy.Tables:
+    def _store(self, tables: range_coder.Tables) -> range_coder.Tables:
         self.table_counts = torch.from_numpy(tables.counts.astype(np.int32))
         self.table_sizes = torch.from_numpy(tables.sizes)
         self.table_offsets = torch.from_numpy(tables.offsets)
         return tables
 
-    def tables(self) -> entropy.Tables:
+    def tables(self) -> range_coder.Tables:
         """The stored integer tables (computed by ``update_tables``)."""
         if self.table_sizes.numel() == 0:
             raise LdcodecError(
                 f"{type(self).__name__} has no coding tables: call update_tables() after training "
                 "(and save the checkpoint again)"
             )
-        return entropy.Tables(
+        return range_coder.Tables(
             self.table_counts.cpu().numpy().astype(np.uint32),
             self.table_sizes.cpu().numpy(),
             self.table_offsets.cpu().numpy(),
@@ -101,17 +101,17 @@ class _TableBuffers(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
-def _encode_images(symbols: torch.Tensor, table_index: torch.Tensor, tables: entropy.Tables) -> list[bytes]:
+def _encode_images(symbols: torch.Tensor, table_index: torch.Tensor, tables: range_coder.Tables) -> list[bytes]:
     """``(B, ...)`` integer symbols and table indices -> one stream per batch element."""
     sym = symbols.detach().cpu().reshape(symbols.shape[0], -1).numpy().astype(np.int64)
     idx = table_index.detach().cpu().reshape(symbols.shape[0], -1).numpy()
-    return [entropy.encode_symbols(s, i, tables) for s, i in zip(sym, idx)]
+    return [range_coder.encode_symbols(s, i, tables) for s, i in zip(sym, idx)]
 
 
-def _decode_images(strings: list[bytes], table_index: torch.Tensor, tables: entropy.Tables) -> torch.Tensor:
+def _decode_images(strings: list[bytes], table_index: torch.Tensor, tables: range_coder.Tables) -> torch.Tensor:
     """Inverse of :func:`_encode_images` -> ``table_index.shape`` int64 symbols."""
     idx = table_index.detach().cpu().reshape(len(strings), -1).numpy()
-    rows = [entropy.decode_symbols(data, i, tables) for data, i in zip(strings, idx)]
+    rows = [range_coder.decode_symbols(data, i, tables) for data, i in zip(strings, idx)]
     return torch.from_numpy(np.stack(rows)).reshape(table_index.shape)
 
 
@@ -187,7 +187,7 @@ class FactorizedDensity(_TableBuffers):
         return _bits_per_sample(self.likelihood(y))
 
     @torch.no_grad()
-    def update_tables(self) -> entropy.Tables:
+    def update_tables(self) -> range_coder.Tables:
         """Compute and store the integer tables: per channel, the integers between the
         ``tail_mass / 2`` and ``1 - tail_mass / 2`` quantiles (found by bisection of the CDF)."""
         lo = torch.floor(self._quantiles(self.tail_mass / 2)).long()
@@ -197,7 +197,7 @@ class FactorizedDensity(_TableBuffers):
         grid = lo.reshape(-1, 1, 1).double() + torch.arange(max(sizes), dtype=torch.float64)
         pmf = self._interval_mass(grid)[:, 0]
         pmfs = [row[:n].numpy() for row, n in zip(pmf, sizes)]
-        return self._store(entropy.Tables.from_pmfs(pmfs, lo.numpy(), TABLE_PRECISION))
+        return self._store(range_coder.Tables.from_pmfs(pmfs, lo.numpy(), TABLE_PRECISION))
 
     def _quantiles(self, level: float) -> torch.Tensor:
         """``(c,)`` float64 ``x`` with ``c(x) = level``, by bisection (the CDF is monotone)."""
@@ -267,7 +267,7 @@ class GaussianConditional(_TableBuffers):
         return torch.searchsorted(table, s).clamp_max(len(table) - 1)
 
     @torch.no_grad()
-    def update_tables(self) -> entropy.Tables:
+    def update_tables(self) -> range_coder.Tables:
         """Compute and store one integer table per scale bin over ``[-r, r]``, ``r`` the
         ``1 - tail_mass / 2`` quantile of ``N(0, scale^2)`` rounded up."""
         z = -float(torch.special.ndtri(torch.tensor(self.tail_mass / 2, dtype=torch.float64)))
@@ -277,7 +277,7 @@ class GaussianConditional(_TableBuffers):
             grid = torch.arange(-r, r + 1, dtype=torch.float64)
             pmfs.append(self._interval_mass(grid.abs(), s).numpy())
             offsets.append(-r)
-        return self._store(entropy.Tables.from_pmfs(pmfs, np.array(offsets), TABLE_PRECISION))
+        return self._store(range_coder.Tables.from_pmfs(pmfs, np.array(offsets), TABLE_PRECISION))
 
     def compress(self, y: torch.Tensor, scale: torch.Tensor, mean: torch.Tensor | None = None) -> list[bytes]:
         """Code ``round(y - mean)`` with the bin of ``scale``; all ``(B, c, ...)`` -> one string per element."""
@@ -362,7 +362,7 @@ class AutoregressiveDensity(nn.Module):
         return _bits_per_sample(self.likelihood(y))
 
     @torch.no_grad()
-    def update_tables(self) -> entropy.Tables:
+    def update_tables(self) -> range_coder.Tables:
         """The Gaussian conditional's integer tables (one per scale bin; they do not depend on the MADE)."""
         return self.gaussian.update_tables()
 
@@ -388,7 +388,7 @@ class AutoregressiveDensity(nn.Module):
         values = torch.round(self._flat(y)).detach().cpu().numpy().astype(np.int64)
 
         def visit(b, i, offset, table, tables):
-            entropy.write_symbols(encoder, values[b, i:i + 1] - offset, table, tables)
+            range_coder.write_symbols(encoder, values[b, i:i + 1] - offset, table, tables)
             return values[b, i]
 
         self._walk(len(values), visit)
@@ -396,22 +396,22 @@ class AutoregressiveDensity(nn.Module):
     def read(self, decoder, count: int) -> torch.Tensor:
         """Inverse of :meth:`write` for ``count`` codes -> ``(count, *shape)`` float."""
         return self._walk(count, lambda b, i, offset, table, tables:
-                          entropy.read_symbols(decoder, table, tables)[0] + offset)
+                          range_coder.read_symbols(decoder, table, tables)[0] + offset)
 
     def compress(self, y: torch.Tensor) -> list[bytes]:
         """Integer-valued ``y`` ``(B, *shape)`` -> one byte string per code."""
         strings = []
         for b in range(y.shape[0]):
-            encoder = entropy.new_encoder()
+            encoder = range_coder.new_encoder()
             self.write(encoder, y[b:b + 1])
-            strings.append(entropy.encoder_bytes(encoder))
+            strings.append(range_coder.encoder_bytes(encoder))
         return strings
 
     def decompress(self, strings: list[bytes], shape: tuple[int, ...]) -> torch.Tensor:
         """Inverse of :meth:`compress`; ``shape`` is one code's shape -> ``(B, *shape)`` float."""
         if tuple(shape) != self.shape:
             raise LdcodecError(f"this density codes shape {self.shape}, not {tuple(shape)}")
-        rows = [self.read(entropy.decoder_from_bytes(s), 1) for s in strings]
+        rows = [self.read(range_coder.decoder_from_bytes(s), 1) for s in strings]
         return torch.cat(rows).to(torch.get_default_dtype()) if rows else torch.zeros(0, *self.shape)
 
 

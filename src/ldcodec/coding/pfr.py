@@ -42,7 +42,7 @@ import numpy as np
 import torch
 
 from ldcodec.coding import candidates as cand
-from ldcodec.coding import entropy
+from ldcodec.coding import range_coder
 
 DEFAULT_PAD = 6  # candidates per chunk: 2^(ceil(expected KL) + pad)
 MAX_PAD = 10
@@ -132,7 +132,7 @@ def index_table(expected_q: int, log2_n: int) -> np.ndarray:
     t = (j - e) / (1.5 + 0.1 * e)
     p = 0.005 + 1.0 / (1.0 + t * t)
     p[0] += 4.0 / (1.0 + 2.0 * e)
-    return entropy.quantize_pmf(p, TABLE_PRECISION)
+    return range_coder.quantize_pmf(p, TABLE_PRECISION)
 
 
 def quantised_expectation(expected_bits: float) -> int:
@@ -143,7 +143,7 @@ def quantised_expectation(expected_bits: float) -> int:
 def split_index(index: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Indices -> (bucket ``j``, offset in the bucket, offset bits ``max(j - 1, 0)``)."""
     index = np.asarray(index, dtype=np.int64)
-    buckets = entropy.bit_length(index)
+    buckets = range_coder.bit_length(index)
     nbits = np.maximum(buckets - 1, 0)
     offsets = np.where(buckets == 0, 0, index - (np.int64(1) << nbits))
     return buckets, offsets, nbits
@@ -152,17 +152,17 @@ def split_index(index: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def write_indices(encoder, index: np.ndarray, expected_bits: float, log2_n: int) -> None:
     """Append one chunk's indices (one per image) to a range coder."""
     buckets, offsets, nbits = split_index(index)
-    entropy.write_categorical(encoder, buckets, index_table(quantised_expectation(expected_bits), log2_n),
+    range_coder.write_categorical(encoder, buckets, index_table(quantised_expectation(expected_bits), log2_n),
                               TABLE_PRECISION)
-    entropy.write_bits(encoder, offsets, nbits)
+    range_coder.write_bits(encoder, offsets, nbits)
 
 
 def read_indices(decoder, count: int, expected_bits: float, log2_n: int) -> np.ndarray:
     """Inverse of :func:`write_indices` for ``count`` images."""
-    buckets = entropy.read_categorical(decoder, count, index_table(quantised_expectation(expected_bits), log2_n),
+    buckets = range_coder.read_categorical(decoder, count, index_table(quantised_expectation(expected_bits), log2_n),
                                        TABLE_PRECISION)
     nbits = np.maximum(buckets - 1, 0)
-    offsets = entropy.read_bits(decoder, nbits)
+    offsets = range_coder.read_bits(decoder, nbits)
     return np.where(buckets == 0, 0, (np.int64(1) << nbits) + offsets)
 
 

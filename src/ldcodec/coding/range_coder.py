@@ -17,7 +17,7 @@ sum is an exact integer, and the fixed-point table constriction builds is
 ``counts * 2**(24 - precision)``: the probability of symbol ``i`` is exactly
 ``counts_i / 2**precision``, a dyadic number. (Handing it ``counts / 2**precision`` would not
 be exact: the ``2**24 - n`` free weight rescales it.) ``perfect=True`` would re-optimise the
-weights and must not be used; ``tests/test_entropy.py`` checks the exactness through code
+weights and must not be used; ``tests/test_range_coder.py`` checks the exactness through code
 lengths of rare symbols.
 
 Streams are range coded (``constriction.stream.queue``, first in, first out): symbols are
