@@ -159,3 +159,36 @@ def test_a_perfect_reconstruction_scores_exactly_the_noise_floor():
     assert set(scores) == set(floor) == {"fid", "kid", "knn_kl", "f_js"}
     for k in scores:
         assert scores[k] == floor[k], k
+
+
+def test_resume_takes_finished_points_from_the_log_and_measures_the_rest(tmp_path, monkeypatch):
+    """An evaluation killed after its first rate setting resumes without redoing it (issue 13)."""
+    import ldcodec.evaluate as ev
+    from ldcodec.codecs.pillow import PillowCodec
+
+    settings = ev.Settings(rates={"jpeg": [{"quality": 10}, {"quality": 60}]}, baselines=("jpeg",),
+                           perception=("fid",), progress=False)
+    args = (None, "mnist", "test", 40, None, None, settings)
+    fresh = ev.evaluate(*args)
+    calls, real = [], PillowCodec.compress
+
+    def dies_on_second(self, x, rate=None):
+        calls.append(rate)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(self, x, rate)
+
+    monkeypatch.setattr(PillowCodec, "compress", dies_on_second)
+    log = tmp_path / "r.json.partial.jsonl"
+    with pytest.raises(KeyboardInterrupt):
+        ev.evaluate(*args, resume=log)
+    calls.clear()
+    monkeypatch.setattr(PillowCodec, "compress", lambda self, x, rate=None: (calls.append(rate), real(self, x, rate))[1])
+    resumed = ev.evaluate(*args, resume=log)
+    assert calls == [{"quality": 60}]  # the first setting came from the log
+    strip = lambda ps: [{k: v for k, v in p.items() if k != "seconds"} for p in ps]  # noqa: E731
+    assert strip(resumed["points"]) == strip(fresh["points"])
+    other = ev.Settings(rates={"jpeg": [{"quality": 10}]}, baselines=("jpeg",), perception=("fid",), progress=False)
+    calls.clear()
+    ev.evaluate(None, "mnist", "test", 40, None, None, other, resume=log)  # another evaluation: not reused
+    assert calls == [{"quality": 10}]

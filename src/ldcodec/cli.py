@@ -201,9 +201,13 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
                         perception=_csv(a.perception), critic_steps=a.critic_steps, baselines=chosen,
                         learned_lambdas=_csv(a.learned_lambdas, float), learned_steps=a.learned_steps, seed=a.seed,
                         device=a.device)
+    log = Path(f"{a.output}.partial.jsonl")
+    if not a.resume:
+        log.unlink(missing_ok=True)
     results = evaluate(a.checkpoint, a.dataset, a.split, a.limit, a.data_root, a.classifier, settings,
-                       gaussian=(a.gaussian_dim, a.gaussian_ratio), images_dir=a.images)
+                       gaussian=(a.gaussian_dim, a.gaussian_ratio), images_dir=a.images, resume=log)
     json_path, csv_path = write_results(results, a.output)
+    log.unlink(missing_ok=True)
     print(f"wrote {json_path} and {csv_path}: {len(results['points'])} operating points on {results['images']} "
           f"{results['dataset']} {results['split']} images")
     if a.report:
@@ -368,6 +372,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("-o", "--output", required=True, help="results JSON path (a .csv is written beside it)")
     e.add_argument("--baseline", help=f"comma-separated registered codecs: {','.join(baselines())}")
     e.add_argument("--report", metavar="HTML", help="also write the HTML report of these results")
+    e.add_argument("--resume", action="store_true",
+                   help="take the points an interrupted run of the same evaluation finished from OUTPUT.partial.jsonl "
+                        "(every finished rate setting is logged there as it is measured) instead of measuring them again")
     e.add_argument("--t-values", default="0.7,0.5,0.35,0.25,0.15", help="mode U stop times to sweep")
     e.add_argument("--coding-steps", help="mode U coding steps to sweep, e.g. 4,16 (default: the model's)")
     e.add_argument("--decodes", default=",".join(DECODES), help="decode methods to evaluate")

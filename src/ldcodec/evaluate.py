@@ -24,11 +24,14 @@ Michaeli 2019: at most 2 at perfect realism). The schema is in ``docs/results-sc
 from __future__ import annotations
 
 import datetime
+import hashlib
 import functools
 import json
+import os
 import platform
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -123,17 +126,63 @@ class Measure:
         return out
 
 
-def codec_points(label: str, codec: Codec, measure: Measure, s: Settings, check=None) -> list[dict]:
+class PointLog:
+    """Finished points of an interrupted evaluation, so that ``--resume`` does not redo them.
+
+    A JSON-lines file: the first line names the evaluation (a hash of its inputs and settings), each
+    further line one finished (codec, model id, rate) group with its points, appended and flushed to
+    disk as soon as it is measured. A file of another evaluation is started afresh; a line cut short
+    by a kill is ignored. The file is deleted once the results are written.
+    """
+
+    def __init__(self, path: str | Path, key: str):
+        self.path, self.done = Path(path), {}
+        lines = self.path.read_text().splitlines() if self.path.is_file() else []
+        if lines and lines[0] == json.dumps({"evaluation": key}):
+            for line in lines[1:]:
+                try:
+                    entry = json.loads(line)
+                    self.done[entry["group"]] = entry["points"]
+                except (ValueError, KeyError, TypeError):
+                    break  # the last line of a killed run
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("w") as f:  # rewritten: only complete entries survive
+            f.write(json.dumps({"evaluation": key}) + "\n")
+            for group, pts in self.done.items():
+                f.write(json.dumps({"group": group, "points": pts}) + "\n")
+
+    def get(self, group: str) -> list[dict] | None:
+        return self.done.get(group)
+
+    def add(self, group: str, points: list[dict]) -> None:
+        with self.path.open("a") as f:
+            f.write(json.dumps({"group": group, "points": points}) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        self.done[group] = points
+
+    def close(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def codec_points(label: str, codec: Codec, measure: Measure, s: Settings, check=None,
+                 log: PointLog | None = None) -> list[dict]:
     """One codec's sweep: every rate setting, each decoded from its framed file by every decode.
 
     Rate keys after the first that vary across the sweep (e.g. mode U's ``coding_steps``) name
     separate series ``LABEL key=value``. ``check(c, data, y, decode)``, if given, is a theory check
-    of each point (it raises on a violation); what it returns is the point's ``theory``.
+    of each point (it raises on a violation); what it returns is the point's ``theory``. ``log``:
+    finished rate settings are taken from it instead of measured again, and new ones added to it.
     """
     rates = s.rates_for(codec)
     varying = [k for k in dict.fromkeys(k for r in rates for k in list(r)[1:]) if len({r.get(k) for r in rates}) > 1]
     points = []
     for rate in tqdm(rates, desc=f"{label}: rates", disable=not s.progress):
+        group = json.dumps([label, codec.name, codec.model_id().hex(), rate], sort_keys=True, default=str)
+        if log is not None and log.get(group) is not None:
+            points += log.get(group)
+            continue
+        first = len(points)
         series = " ".join([label] + [f"{k}={rate[k]}" for k in varying if k in rate])
         start = time.perf_counter()
         c = codec.compress(measure.x, rate)
@@ -152,6 +201,8 @@ def codec_points(label: str, codec: Codec, measure: Measure, s: Settings, check=
             if check is not None:
                 p["theory"] = check(c, data, y, decode)
             points.append(p)
+        if log is not None:
+            log.add(group, points[first:])
     return points
 
 
@@ -218,11 +269,13 @@ def baseline_codecs(names: tuple[str, ...], image_shape: tuple[int, int, int], d
 
 def evaluate(checkpoint: str | None, dataset: str | None, split: str, limit: int | None, data_root,
              classifier_path: str | None, settings: Settings, gaussian: tuple[int, float] = (16, 0.7),
-             images_dir: str | None = None) -> dict:
+             images_dir: str | None = None, resume: str | Path | None = None) -> dict:
     """Run the whole evaluation and return the results dict (schema ``ldcodec.results/2``).
 
     ``images_dir``: evaluate on a folder of PNGs (of the dataset's size) instead of a split; they
-    carry no labels, so classifier accuracy is left out.
+    carry no labels, so classifier accuracy is left out. ``resume``: a :class:`PointLog` file; the
+    points an interrupted run of the same evaluation finished are taken from it (the caller deletes
+    it once the results are written).
     """
     from .checkpoint import load_model
     from .metrics.features import evaluation_classifier
@@ -257,7 +310,12 @@ def evaluate(checkpoint: str | None, dataset: str | None, split: str, limit: int
     codecs = [(model.cfg.name, model_codec(model, checkpoint, device=device, data_root=data_root))] if model else []
     codecs += [(c.name, c) for c in baseline_codecs(settings.baselines, tuple(x.shape[1:]), dataset, data_root,
                                                     settings)]
-    points = [p for label, codec in codecs for p in codec_points(label, codec, measure, settings)]
+    log = None
+    if resume is not None:
+        key = hashlib.sha256(json.dumps([checkpoint, dataset, split, limit, images_dir, classifier_path,
+                                         repr(settings)], default=str).encode()).hexdigest()
+        log = PointLog(resume, key)
+    points = [p for label, codec in codecs for p in codec_points(label, codec, measure, settings, log=log)]
     h, w, c = images.shape[1:]
     return {**head, "dataset": dataset, "images": len(images), "image_shape": [c, h, w],
             "originals_png": png_b64(images[:8]), "noise_floor": measure.noise_floor(), "points": points,
