@@ -109,6 +109,8 @@ def cmd_compress(a: argparse.Namespace) -> None:
     write_atomic(out, lambda tmp: tmp.write_bytes(data))
     r = codec.rates(c, data)
     estimated = "n/a" if r["bits_estimated"] is None else f"{r['bits_estimated']:.1f}"
+    if r["bits_ideal"] is not None:
+        estimated += f", ideal {r['bits_ideal']:.1f}"
     print(f"wrote {out}: {c.count} image(s), codec {codec.name} ({rate_text(c.rate_setting)}), {len(data)} bytes")
     print(f"bits per image: actual {r['bits_actual']:.1f} ({r['bpp_actual']:.4f} bpp), estimated {estimated}, "
           f"alone in a file {r['bits_file']:.1f} ({r['bpp_file']:.4f} bpp)")
