@@ -60,7 +60,7 @@ def test_gaussian_round_trip_and_rates(gauss):
     assert (c.file_bits >= 8 * len(stream) / N).all()
 
 
-def test_theory_check_fails_on_undercount_and_wrong_chain(gauss):
+def test_theory_check_fails_on_undercounts_and_on_an_mse_below_the_mmse(gauss):
     codec, var, x, c = gauss
     stream = _framed(codec, c)
     y = codec.decompress(*container.read(stream)[2:])

@@ -141,7 +141,7 @@ class DiffC(Codec):
         predicted from the tables), ``coding_steps`` (default: the number with the least predicted cost, :meth:`CodingTables.best_steps`),
         ``decode`` (the default decode written in the params)."""
         rate = self.check_rate(rate, ("t_stop", "bits", "coding_steps", "decode"))
-        self._check_images(x)
+        self.check_images(x)
         stop = self._stop_level(rate)
         steps = self._steps(stop, rate.get("coding_steps"))
         plan = self.plan(stop, steps)
@@ -285,14 +285,6 @@ class DiffC(Codec):
         return ((prior_kl + integral) / math.log(2.0)).numpy()
 
     # -- checks -------------------------------------------------------------------------------
-    def _check_images(self, x: torch.Tensor) -> None:
-        if x.dim() != 4 or tuple(x.shape[1:]) != self.image_shape:
-            c, h, w = self.image_shape
-            raise LdcodecError(f"images of shape {tuple(x.shape[1:])} do not fit this model, which codes "
-                               f"{c}x{h}x{w} ({self.model.cfg.data.dataset})")
-        if len(x) == 0:
-            raise LdcodecError("no images to compress: the input holds 0 images")
-
     def _params(self, stop: int, steps: int, decode: str) -> tuple[bytes, bytes]:
         """``(params, payload head)``: one byte ``stop - 1`` (7 bits) with bit 7 set when a second
         byte ``(steps - 1) | decode << 6`` opens the payload; it is left out when the steps are the
@@ -328,8 +320,7 @@ def _model_id(model, tables: CodingTables) -> bytes:
                       cfg)[:4]
 
 
-def load_or_build_tables(model, run_dir: str | Path | None = None, data_root=None,
-                         progress: bool = False) -> CodingTables:
+def load_or_build_tables(model, run_dir: str | Path | None = None, data_root=None) -> CodingTables:
     """The model's coding tables: read from ``coding-tables.safetensors`` in the checkpoint folder
     (``run_dir`` or the checkpoint its ``latest`` names) if present, else estimated from
     ``TABLE_LATENTS`` training latents (the dataset's train split, or the built-in sample) and

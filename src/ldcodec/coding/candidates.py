@@ -121,18 +121,12 @@ def stream_key(model_id: bytes) -> int:
 def candidates(key: int, step: int, chunk: int, start: int, count: int, dims: int,
                device: torch.device | str = "cpu") -> Tensor:
     """Candidates ``start .. start + count - 1`` of a chunk of ``dims`` dims -> float32 ``(count, dims)``."""
-    self_check(device)
-    per = (dims + 3) // 4
-    n = torch.arange(start, start + count, dtype=torch.int64, device=device)
-    index = n[:, None] * per + torch.arange(per, dtype=torch.int64, device=device)[None]
-    return _blocks(index, chunk, step, (key, PURPOSE_CANDIDATES)).reshape(count, per * 4)[:, :dims]
+    return candidate(key, step, chunk, torch.arange(start, start + count, dtype=torch.int64, device=device), dims)
 
 
 def candidate(key: int, step: int, chunk: int, n: Tensor, dims: int) -> Tensor:
-    """The candidates ``n`` (int64 ``(B,)``, one per image) of one chunk -> float32 ``(B, dims)``.
-
-    What the decoder regenerates: only the chosen rows, not the whole codebook.
-    """
+    """The candidates ``n`` (int64 ``(B,)``) of one chunk -> float32 ``(B, dims)``; the decoder
+    regenerates only the chosen rows, the encoder whole batches of the codebook."""
     self_check(n.device)
     per = (dims + 3) // 4
     index = n[:, None].to(torch.int64) * per + torch.arange(per, dtype=torch.int64, device=n.device)[None]
