@@ -96,3 +96,24 @@ def test_bd_rate_needs_distinct_psnr_values_and_a_psnr_overlap():
         bd_rate(RATES, [20, 20, 20, 21, 21], RATES, PSNR)
     with pytest.raises(LdcodecError, match="PSNR ranges do not overlap"):
         bd_rate(RATES, PSNR, RATES, [p + 20 for p in PSNR])
+
+
+def _points(model, codec, kind, decode, rates, psnr):
+    return [{"model": model, "codec": codec, "kind": kind, "decode": decode, "bits_actual": r, "psnr": p}
+            for r, p in zip(rates, psnr)]
+
+
+def test_bd_table_measures_every_ldcodec_curve_against_each_anchor():
+    from ldcodec.metrics.bjontegaard import BD_METHOD, bd_table
+
+    points = (_points("u", "diffc", "ldcodec", "mse", [r / 2 for r in RATES], PSNR)
+              + _points("u", "diffc", "ldcodec", "flow", RATES[:3], PSNR[:3])  # too few points for a cubic
+              + _points("hyperprior", "hyperprior", "learned", None, RATES, PSNR)
+              + _points("jpeg", "jpeg", "classical", None, RATES, PSNR))
+    rows = {(r["decode"], r["anchor"]): r for r in bd_table(points)}
+    assert set(rows) == {("mse", "hyperprior"), ("flow", "hyperprior")}  # no webp points: no webp rows
+    mse = rows["mse", "hyperprior"]
+    assert mse["bd_rate_pct"] == pytest.approx(-50.0, abs=1e-9) and mse["bd_psnr_db"] > 0
+    assert mse["method"] == BD_METHOD and mse["note"] is None and (mse["points"], mse["anchor_points"]) == (5, 5)
+    flow = rows["flow", "hyperprior"]
+    assert flow["bd_rate_pct"] is None and flow["bd_psnr_db"] is None and "at least 4" in flow["note"]

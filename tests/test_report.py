@@ -271,3 +271,29 @@ def test_render_rejects_bad_objects(tmp_path):
         render_report([{"points": []}], tmp_path / "r.html")
     with pytest.raises(LdcodecError, match="no results files"):
         load_results([])
+
+
+def test_knob_curve_and_bjontegaard_table(tmp_path):
+    """A stream decoded along eta gets the decoder-side D-P figure; curves and anchors of separate
+    results files of a dataset are compared in the Bjøntegaard table."""
+    r = mnist_results()
+    for eta in (0.25, 0.5, 0.75):
+        r["points"].append(_point(MNIST_U, "ldcodec", "U", f"eta={eta}", {"t_stop": 0.2}, 80.0, 0.02 + 0.003 * eta))
+    u = [p for p in r["points"] if p["model"] == MNIST_U and p["decode"] == "mse"]
+    for i, t in enumerate((0.1, 0.05)):  # the mse curve needs four points for the cubic
+        u.append(_point(MNIST_U, "ldcodec", "U", "mse", {"t_stop": t}, 320.0 * (i + 1), 0.004 / (i + 1)))
+    r["points"] += u[3:]
+    anchors = copy.deepcopy(r)
+    anchors["points"] = [_point(c, "learned" if c == "hyperprior" else "classical", None, None, {"q": q},
+                                200.0 * (q + 1) * (2 if c == "webp" else 1), 0.03 / (q + 1))
+                         for c in ("hyperprior", "webp") for q in range(5)]
+    text = render_report([r, anchors], tmp_path / "r.html").read_text(encoding="utf-8")
+    checker = _TagChecker()
+    checker.feed(text)
+    assert ("mnist", "knob-fid") in checker.figures and ("mnist", "knob-knn_kl") in checker.figures
+    rows = re.findall(r'<tr data-row="bd">(.*?)</tr>', text)
+    cells = [re.findall(r"<td>(.*?)</td>", row) for row in rows]
+    mse = {c[2]: c for c in cells if c[0] == MNIST_U and c[1] == "mse"}
+    assert set(mse) == {"hyperprior", "webp"}
+    assert float(mse["hyperprior"][3]) < 0 and float(mse["webp"][3]) < float(mse["hyperprior"][3])
+    assert any("at least 4" in c[6] for c in cells)  # the flow curve has three points

@@ -187,16 +187,17 @@ def parse_qualities(text: str | None) -> dict[str, list[dict]]:
 
 def cmd_evaluate(a: argparse.Namespace) -> None:
     from .codecs import baselines, decode_names
+    from .diffusion.decodes import knob_eta
     from .evaluate import PERCEPTION, Settings, evaluate
     from .results import write_results
 
     chosen = _csv(a.baseline) if a.baseline else ()
     bad = ([b for b in chosen if b not in baselines()] + [p for p in _csv(a.perception) if p not in PERCEPTION]
-           + [d for d in _csv(a.decodes) if d not in decode_names()])
+           + [d for d in _csv(a.decodes) if d not in decode_names() and knob_eta(d) is None])
     if bad:
         raise LdcodecError(f"unknown baseline, estimator or decode {', '.join(bad)}; baselines: "
                            f"{', '.join(baselines())}; estimators: {', '.join(PERCEPTION)}; decodes: "
-                           f"{', '.join(decode_names())}")
+                           f"{', '.join(decode_names())}, eta=X (X in [0, 1])")
     steps = _csv(a.coding_steps, int) if a.coding_steps else (None,)
     diffc = [{"t_stop": t, **({} if k is None else {"coding_steps": k})} for k in steps for t in _csv(a.t_values, float)]
     settings = Settings(rates={"diffc": diffc, **parse_qualities(a.qualities)}, decodes=_csv(a.decodes),
@@ -356,7 +357,8 @@ def build_parser() -> argparse.ArgumentParser:
     dc.add_argument("stream", help="stream file")
     dc.add_argument("-o", "--output", required=True,
                     help="a .png (one image), an .npz (array 'images'), or a new folder of PNGs")
-    dc.add_argument("--decode", choices=list(DECODES), help="override the stream's decode method")
+    dc.add_argument("--decode", help=f"override the stream's decode method: {', '.join(DECODES)}, or the "
+                    "distortion-perception knob eta=X (DDIM's eta, X in [0, 1]: 0 is flow, 1 ancestral)")
     dc.add_argument("--max-steps", type=int, help="mode U: decode only the first K coded steps (progressive)")
     _device(dc)
     dc.set_defaults(func=cmd_decompress)
@@ -379,7 +381,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "(every finished rate setting is logged there as it is measured) instead of measuring them again")
     e.add_argument("--t-values", default="0.7,0.5,0.35,0.25,0.15", help="mode U stop times to sweep")
     e.add_argument("--coding-steps", help="mode U coding steps to sweep, e.g. 4,16 (default: the model's)")
-    e.add_argument("--decodes", default=",".join(DECODES), help="decode methods to evaluate")
+    e.add_argument("--decodes", default=",".join(DECODES),
+                   help="decode methods to evaluate; mode U and C also take eta=X (DDIM's eta in [0, 1]), "
+                        "e.g. flow,mse,realism,eta=0.25,eta=0.5,eta=0.75 for the decoder-side "
+                        "distortion-perception curve")
     e.add_argument("--perception", default="fid,kid,knn_kl,f_kl,f_js,f_tv,f_chi2,f_hellinger",
                    help="perception estimators to run")
     e.add_argument("--critic-steps", type=int, default=300, help="training steps of each f-divergence critic")

@@ -37,6 +37,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from .diffusion.decodes import knob_eta
+from .metrics.bjontegaard import bd_table
 from .codecs import CODECS, baselines, decode_names, get_codec, model_codec
 from .codecs.base import Codec
 from .data import load_split, to_tensor, to_uint8
@@ -73,7 +75,9 @@ class Settings:
         return list(self.rates.get(codec.name) or codec.default_rates())
 
     def decodes_for(self, codec: Codec) -> list[str]:
-        return [d for d in codec.decodes if d in self.decodes] if codec.decodes != ("default",) else ["default"]
+        if codec.decodes == ("default",):
+            return ["default"]
+        return [d for d in self.decodes if d in codec.decodes or (codec.decode_knob and knob_eta(d) is not None)]
 
 
 class Measure:
@@ -319,4 +323,4 @@ def evaluate(checkpoint: str | None, dataset: str | None, split: str, limit: int
     h, w, c = images.shape[1:]
     return {**head, "dataset": dataset, "images": len(images), "image_shape": [c, h, w],
             "originals_png": png_b64(images[:8]), "noise_floor": measure.noise_floor(), "points": points,
-            "realism_mse_ratio": realism_ratios(points)}
+            "realism_mse_ratio": realism_ratios(points), "bd": bd_table(points)}

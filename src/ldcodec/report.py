@@ -16,6 +16,11 @@ Per dataset (several results files of one dataset are drawn together) the page s
 - the distortion-perception plane (Blau & Michaeli, "The perception-distortion
   tradeoff", CVPR 2018): MSE against FID and against kNN KL, coloured by bpp;
 - reconstruction strips of every model, its points sorted by rate, under the originals;
+- the decoder-side distortion-perception curve at fixed rate: for each stream decoded with the
+  ``eta=X`` knob (DDIM's eta, flow at 0 to ancestral at 1), MSE against perception along the knob,
+  with the mse decode and Blau & Michaeli's 2 x MSE(mse) reference for perfect realism;
+- the Bjøntegaard table: BD-rate and BD-PSNR of every ldcodec curve against the hyperprior and
+  WebP (:func:`ldcodec.metrics.bjontegaard.bd_table`, recomputed over the dataset's results);
 - the realism/MSE ratio table: at perfect realism the MSE is at most twice the
   MSE-optimal one at the same rate (Blau & Michaeli, "Rethinking lossy compression: the
   rate-distortion-perception tradeoff", ICML 2019), so ratios above 2 are flagged;
@@ -46,6 +51,8 @@ from matplotlib.figure import Figure
 
 from ldcodec.errors import LdcodecError
 from ldcodec.files import write_atomic
+from ldcodec.diffusion.decodes import knob_eta
+from ldcodec.metrics.bjontegaard import BD_METHOD, bd_table
 from ldcodec.metrics.gaussian_source import rate_distortion
 from ldcodec.results import load_results, rate_text, validate_results  # noqa: F401 (load_results: the report's input)
 
@@ -274,6 +281,61 @@ def _plane_figure(points: list[dict], key: str, dataset: str) -> str:
     return _figure_html(fig, f"plane-{key}", dataset, f"{dataset}: MSE against {label}, coloured by actual bpp.")
 
 
+def _knob_eta(decode: str | None) -> float | None:
+    """Where a decode sits on the flow -> realism knob: flow 0, ``eta=X`` X, realism 1, else None."""
+    if decode in ("flow", "realism"):
+        return 0.0 if decode == "flow" else 1.0
+    return knob_eta(decode) if decode else None
+
+
+def _knob_figure(points: list[dict], colours: dict, key: str, dataset: str) -> str:
+    """The decoder-side distortion-perception curve at fixed rate: one line per (model, rate setting)
+    whose stream was decoded at several points of the knob, MSE against ``key``; empty when none."""
+    groups: dict[tuple, list[dict]] = {}
+    for p in points:
+        if p["kind"] == "ldcodec" and key in (p.get("perception") or {}):
+            groups.setdefault((p["model"], rate_text(p["rate_setting"])), []).append(p)
+    curves = {k: g for k, g in groups.items() if any(knob_eta(p.get("decode") or "") is not None for p in g)}
+    if not curves:
+        return ""
+    fig, ax = _axes(7.5, 4.5)
+    markers = "osD^v<>ph*"
+    for i, ((model, setting), g) in enumerate(curves.items()):
+        line = sorted((p for p in g if _knob_eta(p.get("decode")) is not None), key=lambda p: _knob_eta(p["decode"]))
+        style = dict(color=colours[model], marker=markers[i % len(markers)])
+        ax.plot([p["mse"] for p in line], [p["perception"][key]["value"] for p in line], linewidth=1.2, markersize=4,
+                label=f"{model}, {setting}: eta 0 (flow) -> 1 (ancestral), {line[0]['bits_actual']:.0f} bits", **style)
+        for p in line:
+            ax.annotate(f"{_knob_eta(p['decode']):g}", (p["mse"], p["perception"][key]["value"]), fontsize=6,
+                        textcoords="offset points", xytext=(3, 3))
+        mse = [p for p in g if p.get("decode") == "mse"]
+        if mse:
+            ax.scatter([mse[0]["mse"]], [mse[0]["perception"][key]["value"]], s=40, facecolors="none",
+                       edgecolors=style["color"], marker="s", label=f"{model}, {setting}: mse decode")
+            ax.axvline(BLAU_MICHAELI_BOUND * mse[0]["mse"], color=style["color"], linestyle=":", linewidth=0.9,
+                       label=f"2 x MSE(mse decode): perfect realism is reachable left of it (Blau & Michaeli 2019)")
+    label = ESTIMATORS.get(key, key)
+    ax.set(xlabel="MSE (pixels in [0, 1])", ylabel=label, title=f"{dataset}: decoder-side distortion-perception at fixed rate")
+    _legend(ax)
+    return _figure_html(fig, f"knob-{key}", dataset,
+                        f"{dataset}: one stream per line decoded along DDIM's eta (labels), MSE against {label}.")
+
+
+def _bd_html(points: list[dict]) -> str:
+    """The Bjøntegaard table of the dataset's ldcodec curves against the anchors present."""
+    rows = bd_table(points)
+    if not rows:
+        return ""
+    cells = [[_esc(r["model"]), _esc(r["decode"] or "—"), _esc(r["anchor"]), _esc(_num(r["bd_rate_pct"], "+.1f")),
+              _esc(_num(r["bd_psnr_db"], "+.2f")), _esc(f"{r['points']} / {r['anchor_points']}"), _esc(r["note"] or "")]
+             for r in rows]
+    return ("<h3>Bjøntegaard deltas</h3>\n<p>BD-rate (%, negative: less rate at equal PSNR) and BD-PSNR (dB, "
+            "positive: higher PSNR at equal rate) of each ldcodec curve against each anchor, on actual bits; "
+            f"method: {_esc(BD_METHOD)}.</p>\n"
+            + _table(["model", "decode", "anchor", "BD-rate %", "BD-PSNR dB", "points / anchor points", "note"],
+                     cells, [' data-row="bd"'] * len(cells), "bd"))
+
+
 def _rd_rows(result: dict) -> list[dict]:
     """Each point of a Gaussian-source result against Shannon's ``R(D)`` at its MSE, in bits per dimension."""
     variances = result["rd_bound"]["variances"]
@@ -436,7 +498,8 @@ def _dataset_html(index: int, dataset: str, results: list[dict]) -> str:
     if planes:
         parts.append("<h3>Distortion-perception plane</h3>\n")
         parts += [_plane_figure(points, k, dataset) for k in planes]
-    parts += [_recon_html(results), _ratio_html(results), _rd_html(results, dataset),
+        parts += [_knob_figure(points, colours, k, dataset) for k in planes]
+    parts += [_bd_html(points), _recon_html(results), _ratio_html(results), _rd_html(results, dataset),
               "<h3>All points</h3>\n", _points_table(points, estimators), "</section>\n"]
     return "".join(parts)
 

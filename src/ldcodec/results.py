@@ -135,6 +135,11 @@ def validate_results(obj, source: str) -> dict:
         if (not isinstance(row, dict) or not isinstance(row.get("rate_setting"), dict)
                 or not all(_is_number(row.get(k)) for k in RATIO_NUMBERS)):
             raise _fail(f"{source}: realism_mse_ratio[{i}]", f"needs the numbers {', '.join(RATIO_NUMBERS)}")
+    for i, row in enumerate(obj.get("bd") or []):
+        if (not isinstance(row, dict) or not all(isinstance(row.get(k), str) for k in ("model", "anchor", "method"))
+                or not all(row.get(k) is None or _is_number(row.get(k)) for k in ("bd_rate_pct", "bd_psnr_db"))):
+            raise _fail(f"{source}: bd[{i}]", "needs 'model', 'anchor', 'method' and numbers or null "
+                                             "'bd_rate_pct', 'bd_psnr_db'")
     if obj.get("rd_bound") is not None:
         _check_rd_bound(obj["rd_bound"], f"{source}: rd_bound")
     _check_png(obj.get("originals_png"), f"{source}: originals_png")

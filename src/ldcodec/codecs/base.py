@@ -64,14 +64,16 @@ class Codec(abc.ABC):
     """A registered codec (:func:`ldcodec.codecs.register`).
 
     Class attributes: ``name`` (registry name), ``codec_id`` (its byte in the container),
-    ``decodes`` (the decode methods it offers; ``("default",)`` for one fixed decoder), ``kind``
-    and ``mode`` (how results label it).
+    ``decodes`` (the decode methods it offers; ``("default",)`` for one fixed decoder),
+    ``decode_knob`` (whether its decoder also takes the ``eta=X`` decodes of
+    :mod:`ldcodec.diffusion.decodes`), ``kind`` and ``mode`` (how results label it).
     Instance attribute: ``image_shape`` ``(C, H, W)``, the images it codes.
     """
 
     name: ClassVar[str]
     codec_id: ClassVar[int]
     decodes: ClassVar[tuple[str, ...]] = ("default",)
+    decode_knob: ClassVar[bool] = False
     kind: ClassVar[str] = "ldcodec"  # results' family: ldcodec, classical or learned
     mode: ClassVar[str | None] = None  # ldcodec's mode: "U" (diffc) or "C" (cdc)
     image_shape: tuple[int, int, int]

@@ -35,6 +35,7 @@ class CDCCodec(Codec):
 
     name, codec_id, mode = "cdc", 2, "C"
     decodes = tuple(DECODES)
+    decode_knob = True
 
     def __init__(self, model, device: str = "cpu", batch_size: int = 256):
         if not model.cfg.cond.enabled:
@@ -85,7 +86,7 @@ class CDCCodec(Codec):
         """``decode`` overrides the stream's default decode."""
         if len(params) != 1 or params[0] >= len(DECODES):
             raise LdcodecError(f"cdc stream parameters {params.hex()} name no decode method: the stream is damaged")
-        method = check_decode(decode or DECODES[params[0]])
+        method = check_decode(decode or DECODES[params[0]], knob=True)
         parts = container.split_parts(payload, count)
         with reraise_damage("mode C"):
             y = self.model.code_density.decompress(parts, self._code_shape())

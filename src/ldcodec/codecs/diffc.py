@@ -40,7 +40,7 @@ from ldcodec.codecs.base import Codec, Compressed
 from ldcodec.coding import candidates as cand
 from ldcodec.coding import pfr, range_coder
 from ldcodec.diffusion.coding_grid import LEVELS, CodingTables, step_densities
-from ldcodec.diffusion.decodes import DECODES, decode_latent
+from ldcodec.diffusion.decodes import DECODES, check_decode, decode_latent
 from ldcodec.diffusion.samplers import denoise
 from ldcodec.errors import LdcodecError
 
@@ -69,6 +69,7 @@ class DiffC(Codec):
     codec_id = 1
     mode = "U"
     decodes = DECODES
+    decode_knob = True
 
     def __init__(self, model, tables: CodingTables, device: str = "cpu", batch_size: int = 256,
                  ideal: bool = True):
@@ -169,9 +170,7 @@ class DiffC(Codec):
                    max_steps: int | None = None) -> torch.Tensor:
         """Payload -> images ``(N, C, H, W)``; ``max_steps`` decodes only the first steps."""
         stop, steps, method, payload = self._parse_params(params, payload)
-        method = decode or method
-        if method not in DECODES:
-            raise LdcodecError(f"unknown decode {method!r}; valid names: {', '.join(DECODES)}")
+        method = check_decode(decode or method, knob=True)
         if max_steps is not None and max_steps < 0:
             raise LdcodecError(f"--max-steps {max_steps} must be >= 0 (0 decodes z_1 alone)")
         plan = self.plan(stop, steps)

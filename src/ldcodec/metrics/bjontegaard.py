@@ -74,3 +74,41 @@ def bd_rate(rates_a: Sequence[float], psnr_a: Sequence[float],
     la, pa = _curve(rates_a, psnr_a, "a")
     lb, pb = _curve(rates_b, psnr_b, "b")
     return float((10.0 ** _mean_gap(pa, la, pb, lb, "PSNR") - 1.0) * 100.0)
+
+
+#: The anchors every ldcodec curve is measured against (issue 10): the learned and the classical state.
+BD_ANCHORS = ("hyperprior", "webp")
+BD_METHOD = "bjontegaard-vceg-m33: least-squares cubic of PSNR on log10(bits_actual) (BD-PSNR) and of log10(bits_actual) on PSNR (BD-rate), averaged over the overlap"
+
+
+def bd_table(points: Sequence[dict], anchors: Sequence[str] = BD_ANCHORS) -> list[dict]:
+    """BD-rate and BD-PSNR of every ldcodec curve against every anchor codec present.
+
+    ``points``: results points (docs/results-schema.md). A curve is one ``(model, decode)`` series
+    of ldcodec points; an anchor is the series of one baseline ``codec`` (e.g. every ``hyperprior``
+    lambda). Rates are ``bits_actual``: every codec framed the same way. A pair that cannot be
+    measured (fewer than four distinct points, no overlap) gets ``null`` deltas and the reason.
+    Returns rows ``{"model", "decode", "anchor", "bd_rate_pct", "bd_psnr_db", "points", "anchor_points",
+    "method", "note"}``.
+    """
+    curves: dict[tuple, list[dict]] = {}
+    for p in points:
+        if p["kind"] == "ldcodec":
+            curves.setdefault((p["model"], p.get("decode")), []).append(p)
+    rows = []
+    for anchor in anchors:
+        ref = [p for p in points if p.get("codec") == anchor]
+        if not ref:
+            continue
+        for (model, decode), pts in curves.items():
+            row = {"model": model, "decode": decode, "anchor": anchor, "bd_rate_pct": None, "bd_psnr_db": None,
+                   "points": len(pts), "anchor_points": len(ref), "method": BD_METHOD, "note": None}
+            args = ([p["bits_actual"] for p in ref], [p["psnr"] for p in ref],
+                    [p["bits_actual"] for p in pts], [p["psnr"] for p in pts])
+            for key, fn in (("bd_psnr_db", bd_psnr), ("bd_rate_pct", bd_rate)):
+                try:
+                    row[key] = fn(*args)
+                except LdcodecError as e:
+                    row["note"] = str(e)
+            rows.append(row)
+    return rows
