@@ -29,7 +29,7 @@ def codecs(runs) -> dict:
     return {name: model_codec(load_model(run)[0]) for name, run in runs.items()}
 
 
-def rate(codec, t: float = 0.5, **extra) -> dict:
+def rate(codec, t: float = 0.3, **extra) -> dict:
     return {"t_stop": t, **extra} if codec.mode == "U" else dict(extra)
 
 
@@ -46,7 +46,8 @@ def pixels() -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def streams(tmp_path_factory, codecs, pixels) -> dict[str, Path]:
-    """Per cell, a stream file of the four images (mode U at t = 0.5, decode realism)."""
+    """Per cell, a stream file of the four images (mode U at t = 0.3: a payload of several bytes, so
+    that cutting one is damage to detect; decode realism)."""
     folder = tmp_path_factory.mktemp("codec-cli-streams")
     out = {}
     for name, codec in codecs.items():

@@ -70,7 +70,10 @@ def codec(codecs, request):
 
 
 def _rate(codec) -> dict:
-    return codec.default_rates()[0]
+    """The middle default rate: payloads of several bytes, so that cutting one is damage to detect
+    (at mode U's lowest default rate a tiny model's stream for N images can be a single byte)."""
+    rates = codec.default_rates()
+    return rates[len(rates) // 2]
 
 
 def _decode_options(codec) -> list[dict]:
@@ -132,6 +135,7 @@ EXPECTED = {"other model": "checkpoint", "other codec": "written by codec", "for
             "format 3": "version 3", "flipped payload bit": "corrupt", "flipped header bit": "corrupt",
             "flipped version bit": "corrupt", "unknown codec": "codec id 15"}
 ALL = pytest.mark.parametrize("codec", list(CODECS), indirect=True)
+RANDOMIZED = {"diffc"}  # codecs whose encoder draws randomness keyed by the whole file (PFR arrival times)
 
 
 def _refused(codec, data: bytes, **opts) -> str:
@@ -193,7 +197,12 @@ def test_bits_are_counted_the_one_way(codec, files, images):
     assert actual == 8 * len(data) / N == 8 * container.file_bytes(len(c.payload), len(c.params), N) / N
     assert c.file_bits.shape == (N,) and c.file_bits.mean() >= actual
     alone = codec.frame(codec.compress(images[:1], c.rate_setting))
-    assert c.file_bits[0] == 8 * len(alone)  # image 0's own file, really framed
+    if codec.name in RANDOMIZED:
+        # image 0's own part of this encoding, framed alone; a lone compress draws other arrival
+        # times (the encoder's randomness is keyed by the whole file), so its index lengths differ
+        assert abs(c.file_bits[0] - 8 * len(alone)) <= 24
+    else:
+        assert c.file_bits[0] == 8 * len(alone)  # image 0's own file, really framed
     if c.estimated_bits is not None:
         assert c.estimated_bits.shape == (N,) and (c.estimated_bits >= 0).all()
         assert actual >= c.estimated_bits.mean() * 0.98 - 8

@@ -233,3 +233,48 @@ def test_low_rate_samples_are_exact_not_pulled_toward_the_image():
     c = codec.compress(x, {"t_stop": 0.2, "coding_steps": 1, "decode": "mse"})
     mse = float(((codec.decompress(c.params, c.payload, c.count) - x) ** 2).mean())
     assert abs(mse / gaussian_mmse(var, codec.tables.snr[c.extra["level"]]) - 1) < 0.08
+
+
+def test_the_coding_grid_is_the_cheapest_chain():
+    """The grid of K steps is the least predicted cost over every chain of K steps (brute force for
+    K = 2, 3 on the committed learned tables), and the automatic K is the best over K; an
+    equal-information grid (the placement before) costs more on a learned prior."""
+    from itertools import combinations
+
+    from ldcodec.checkpoint import read_tensors
+    from ldcodec.diffusion.coding_grid import FORBIDDEN
+
+    t = read_tensors(GOLDEN / "tiny-u" / "coding-tables.safetensors")
+    tables = CodingTables.from_tensors(t, t["mse"].shape[1])
+    stop, budget = 40, 12
+    cost = tables.step_costs(budget)
+    for k in (2, 3):
+        chains = [[0, *inner, stop] for inner in combinations(range(1, stop), k - 1)]
+        brute = min(sum(int(cost[a, b]) for a, b in zip(c[:-1], c[1:])) for c in chains)
+        grid = tables.grid(stop, k, budget)
+        assert len(grid) == k + 1 and tables.predicted_cost(grid, budget) == brute < FORBIDDEN
+    best = tables.best_steps(stop, budget, 64)
+    auto = tables.predicted_cost(tables.grid(stop, best, budget), budget)
+    assert all(auto <= tables.predicted_cost(tables.grid(stop, k, budget), budget) for k in range(1, 20))
+    total = tables.bits.sum(1)
+    equal = sorted({int(np.searchsorted(total[:stop + 1], int(total[stop]) * j // best)) for j in range(1, best)}
+                   - {0, stop})
+    assert auto < tables.predicted_cost([0, *equal, stop], budget)
+
+
+@pytest.mark.parametrize("stride", [1, 4])
+def test_ideal_rate_is_the_information_at_any_quadrature_stride(stride):
+    """The ideal (truncated ELBO by the log-SNR trapezoid) of the exact Gaussian source is I(X; Z_t)
+    within Monte-Carlo error, on every level and on every 4th; a stride below 1 is refused."""
+    from ldcodec.diffusion.coding_grid import gaussian_information_bits
+
+    codec, var = gaussian_codec()
+    codec.ideal_stride = stride
+    x = GaussianSource(tuple(var)).sample(400, seed=3).view(400, *codec.image_shape)
+    level = codec.tables.level_of_time(0.1)
+    ideal = codec.ideal_bits(x.flatten(1).double(), level, torch.Generator().manual_seed(0))
+    info = gaussian_information_bits(var, codec.tables.snr[level])
+    se = ideal.std() / np.sqrt(len(ideal))
+    assert abs(ideal.mean() - info) < 4 * se + 0.01 * info, (ideal.mean(), info, se)
+    with pytest.raises(LdcodecError, match="ideal_stride"):
+        DiffC(codec.model, codec.tables, ideal_stride=0)

@@ -57,7 +57,7 @@ class Settings:
 
     ``rates``: per codec name, the rate settings to sweep (default: the codec's
     :meth:`~ldcodec.codecs.base.Codec.default_rates`). ``decodes``: the decode methods to measure,
-    for codecs that offer them.
+    for codecs that offer them. ``ideal_stride``: mode U's ideal-rate quadrature on every n-th level.
     """
 
     rates: dict[str, list[dict]] = field(default_factory=dict)
@@ -67,6 +67,7 @@ class Settings:
     baselines: tuple[str, ...] = ()
     learned_lambdas: tuple[float, ...] = (0.002, 0.01, 0.05)
     learned_steps: int = 2000
+    ideal_stride: int = 1
     seed: int = 0
     device: str = "cpu"
     progress: bool = True
@@ -235,7 +236,7 @@ def gaussian_results(dim: int, ratio: float, n: int, s: Settings) -> dict:
 
     source = GaussianSource.geometric(dim, ratio)
     var = np.array(source.variances)
-    codec = model_codec(ExactGaussianModel(var))
+    codec = model_codec(ExactGaussianModel(var), ideal_stride=s.ideal_stride)
     x = source.sample(n, seed=s.seed).reshape(n, 1, 1, dim)
     measure = Measure(x, None, None, s, images=False)
 
@@ -311,7 +312,8 @@ def evaluate(checkpoint: str | None, dataset: str | None, split: str, limit: int
     classifier, head["classifier"] = evaluation_classifier(dataset, classifier_path)
     x = to_tensor(images)
     measure = Measure(x, None if labels is None else torch.from_numpy(labels), classifier, settings, images=True)
-    codecs = [(model.cfg.name, model_codec(model, checkpoint, device=device, data_root=data_root))] if model else []
+    codecs = [(model.cfg.name, model_codec(model, checkpoint, device=device, data_root=data_root,
+                                           ideal_stride=settings.ideal_stride))] if model else []
     codecs += [(c.name, c) for c in baseline_codecs(settings.baselines, tuple(x.shape[1:]), dataset, data_root,
                                                     settings)]
     log = None

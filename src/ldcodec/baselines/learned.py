@@ -155,6 +155,27 @@ class LearnedCodec(nn.Module):
         return self._read(range_coder.decoder_from_bytes(data), image_size)
 
     @torch.no_grad()
+    def write_images(self, encoder: range_coder.RangeEncoder, symbols: dict[str, torch.Tensor]) -> None:
+        """Append the symbols of ``B`` images (:meth:`latent_symbols` of a batch, ``(B, ...)`` each) to
+        one ``encoder``, image after image: the stream of a file of several images."""
+        self._require_cpu()
+        for b in range(len(symbols["y"])):
+            self._write(encoder, {k: v[b:b + 1] for k, v in symbols.items()})
+
+    @torch.no_grad()
+    def read_images(self, decoder: range_coder.RangeDecoder, count: int,
+                    image_size: tuple[int, int]) -> dict[str, torch.Tensor]:
+        """Inverse of :meth:`write_images` for ``count`` images of ``(H, W)``."""
+        self._require_cpu()
+        rows = [self._read(decoder, image_size) for _ in range(count)]
+        return {k: torch.cat([r[k] for r in rows]) for k in rows[0]} if rows else {}
+
+    @torch.no_grad()
+    def synthesize(self, y: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
+        """Decoded ``y`` ``(B, ...)`` -> ``(B, C, H, W)`` reconstructions in ``[0, 1]``."""
+        return self.g_s(y)[..., : image_size[0], : image_size[1]].clamp(0, 1)
+
+    @torch.no_grad()
     def decompress(self, streams: list[bytes], image_size: tuple[int, int]) -> torch.Tensor:
         """Streams of :meth:`compress` and the image ``(H, W)`` -> ``(B, C, H, W)`` reconstructions in ``[0, 1]``."""
         images = [self.g_s(self.decode_symbols(data, image_size)["y"]) for data in streams]

@@ -56,15 +56,17 @@ def codec_name(codec_id: int) -> str:
                        f"or from a newer ldcodec (known: {', '.join(f'{n}={c.codec_id}' for n, c in CODECS.items())})")
 
 
-def model_codec(model, run_dir=None, device: str = "cpu", data_root=None):
+def model_codec(model, run_dir=None, device: str = "cpu", data_root=None, ideal_stride: int = 1):
     """The codec of a trained LSGM model: ``cdc`` for a mode C (conditional) checkpoint, else ``diffc``
     with the model's coding tables (read from ``run_dir``, or estimated from training latents and
-    written there: :func:`ldcodec.codecs.diffc.load_or_build_tables`)."""
+    written there: :func:`ldcodec.codecs.diffc.load_or_build_tables`) and ``ideal_stride``
+    (:class:`~ldcodec.codecs.diffc.DiffC`)."""
     if model.cfg.cond.enabled:
         return get_codec("cdc")(model, device=device)
     from ldcodec.codecs.diffc import load_or_build_tables
 
-    return get_codec("diffc")(model, load_or_build_tables(model, run_dir, data_root), device=device)
+    return get_codec("diffc")(model, load_or_build_tables(model, run_dir, data_root), device=device,
+                              ideal_stride=ideal_stride)
 
 
 def baselines() -> list[str]:

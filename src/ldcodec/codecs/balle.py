@@ -1,9 +1,10 @@
 """The Ballé et al. learned baselines (:mod:`ldcodec.baselines.learned`) under the codec contract.
 
 ``factorized`` (Ballé, Laparra & Simoncelli 2017) and ``hyperprior`` (Ballé et al. 2018) wrap a
-trained :class:`~ldcodec.baselines.learned.LearnedCodec`: its per-image range-coded streams
-become one payload of per-image parts (a varint length each,
-:func:`~ldcodec.codecs.container.join_parts`). The rate is set at training time by ``lambda``
+trained :class:`~ldcodec.baselines.learned.LearnedCodec`. The payload is one range coder over the
+images' symbols, image after image, with the shortest verified termination
+(:func:`~ldcodec.codecs.base.single_stream`), like every ldcodec stream: a file pays one coder flush,
+not one per image. The rate is set at training time by ``lambda``
 (``R + lambda * 255^2 * MSE``), so ``rate_setting`` is ``{"lambda": lam}`` and ``compress`` takes
 no rate; the stream has no params. ``estimated_bits`` is the model's density of the rounded
 symbols, ``-log2 p(y_hat) [- log2 p(z_hat)]``. The model id is 4 bytes of the digest of the
@@ -18,7 +19,7 @@ import torch
 
 from ldcodec.baselines.learned import LearnedCodec, train_learned
 from ldcodec.codecs import container, register
-from ldcodec.codecs.base import Codec, Compressed, parts_file_bits
+from ldcodec.codecs.base import Codec, Compressed, read_single_stream, single_stream, single_stream_file_bits
 from ldcodec.codecs.identity import model_hash
 from ldcodec.errors import LdcodecError, reraise_damage
 
@@ -67,18 +68,24 @@ class BalleCodec(Codec):
     def compress(self, x: torch.Tensor, rate: dict | None = None) -> Compressed:
         self.check_trained_rate(rate, self.lam)
         x = self.check_images(x).cpu()
-        parts = self.net.compress(x)
         with torch.no_grad():
+            symbols = self.net.latent_symbols(x)
             est = self.net(x, quantization="round")["bits"].double().numpy()
-        return Compressed(self.name, b"", container.join_parts(parts), len(parts), est, parts_file_bits(parts, 0),
+        payload = single_stream(*self._coder(), symbols)
+        return Compressed(self.name, b"", payload, len(x), est, single_stream_file_bits(*self._coder(), symbols, 0),
                           {"lambda": self.lam})
+
+    def _coder(self):
+        """``(write, read)`` of the images' symbols, for :func:`single_stream`."""
+        size = self.image_shape[1:]
+        return self.net.write_images, lambda decoder, n: self.net.read_images(decoder, n, size)
 
     def decompress(self, params: bytes, payload: bytes, count: int) -> torch.Tensor:
         if params:
             raise LdcodecError(f"{self.name} streams carry no parameters, this one has {len(params)} bytes: damaged")
-        parts = container.split_parts(payload, count)
+        symbols = read_single_stream(*self._coder(), payload, count, self.name)
         with reraise_damage(self.name):
-            return self.net.decompress(parts, self.image_shape[1:])
+            return self.net.synthesize(symbols["y"], self.image_shape[1:])
 
 
 @register

@@ -174,7 +174,48 @@ class Codec(abc.ABC):
         return rate
 
 
-def parts_file_bits(parts: list[bytes], params_len: int) -> np.ndarray:
-    """``(N,)`` file bits of each image for codecs whose payload is :func:`~container.join_parts` of
-    per-image parts: image ``i`` alone is a file of one part."""
-    return np.array([8.0 * container.file_bytes(len(container.join_parts([p])), params_len, 1) for p in parts])
+def _same(a, b) -> bool:
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    return torch.equal(a, b)
+
+
+def _rows(symbols, rows: slice):
+    return {k: v[rows] for k, v in symbols.items()} if isinstance(symbols, dict) else symbols[rows]
+
+
+def single_stream(write, read, symbols) -> bytes:
+    """One range coder over all the images of ``symbols``, cut to its shortest verified length.
+
+    ``symbols``: a tensor ``(N, ...)`` of integer symbols, or a dict of such tensors;
+    ``write(encoder, symbols)`` appends them image after image, ``read(decoder, n)`` reads ``n``
+    images' symbols back (the same types). The stream ends where :func:`range_coder.shortest_stream`
+    finds it still decodes to ``symbols``: a file pays one coder's flush, not one per image.
+    """
+    from ldcodec.coding import range_coder
+
+    encoder = range_coder.new_encoder()
+    write(encoder, symbols)
+    n = len(next(iter(symbols.values())) if isinstance(symbols, dict) else symbols)
+    return range_coder.shortest_stream(encoder, lambda data: _same(read(range_coder.decoder_from_trimmed(data), n),
+                                                                   symbols))
+
+
+def read_single_stream(write, read, payload: bytes, count: int, what: str):
+    """Inverse of :func:`single_stream` for ``count`` images: their symbols. A payload that is not the
+    canonical (shortest verified) coding of what it decodes to was damaged: ``LdcodecError``."""
+    from ldcodec.coding import range_coder
+    from ldcodec.errors import reraise_damage
+
+    with reraise_damage(what):
+        symbols = read(range_coder.decoder_from_trimmed(payload), count)
+    if single_stream(write, read, symbols) != bytes(payload):
+        raise LdcodecError(f"damaged {what} stream: its payload is not the coding of what it decodes to")
+    return symbols
+
+
+def single_stream_file_bits(write, read, symbols, params_len: int) -> np.ndarray:
+    """``(N,)`` file bits of each image alone: its own :func:`single_stream` in a container."""
+    n = len(next(iter(symbols.values())) if isinstance(symbols, dict) else symbols)
+    return np.array([8.0 * container.file_bytes(len(single_stream(write, read, _rows(symbols, slice(b, b + 1)))),
+                                                params_len, 1) for b in range(n)])

@@ -1,9 +1,9 @@
 """Mode C: the conditional diffusion decoder (CDC, Yang & Mandt 2023) in latent space, under the contract.
 
 The encoder sends the code ``y = round(g(mu))`` of the latent mean ``mu``, range-coded with the
-learned factorised density's integer tables (computed after training by :meth:`update`, so
-decoding is exact on any machine); each image's code is one part of the payload
-(:func:`~ldcodec.codecs.container.join_parts`). The decoder samples ``z0 ~ p_theta(z0 | y)`` from
+learned code density's integer tables (computed after training by :meth:`update`, so
+decoding is exact on any machine): one range coder over the images' codes, image after image, with
+the shortest verified termination (:func:`~ldcodec.codecs.base.single_stream`). The decoder samples ``z0 ~ p_theta(z0 | y)`` from
 ``z_1`` (drawn from a seed keyed by the model and the image's index) with a registered decode
 (:data:`ldcodec.diffusion.decodes.DECODES`): ``flow`` or ``realism`` decode one sample; ``mse`` is
 the mean of ``MSE_SAMPLES`` decoded realism samples, a Monte-Carlo estimate of ``E[x | y]``.
@@ -20,10 +20,10 @@ import numpy as np
 import torch
 
 from ldcodec.codecs import container, register
-from ldcodec.codecs.base import Codec, Compressed, parts_file_bits
+from ldcodec.codecs.base import Codec, Compressed, read_single_stream, single_stream, single_stream_file_bits
 from ldcodec.codecs.identity import lsgm_hash
 from ldcodec.diffusion.decodes import DECODES, check_decode, decode_latent
-from ldcodec.errors import LdcodecError, reraise_damage
+from ldcodec.errors import LdcodecError
 from ldcodec.seeds import derive_seed, prior_noise
 
 MSE_SAMPLES = 8  # "mse" decode: decoded samples averaged
@@ -70,16 +70,22 @@ class CDCCodec(Codec):
         lam = float(self.model.cfg.cond.lam)
         decode = check_decode(self.check_trained_rate(rate, lam, ("decode",)).get("decode", "flow"))
         x = self.check_images(x)
-        parts, est = [], []
+        codes, est = [], []
         density = self.model.code_density
         for i in range(0, len(x), self.batch_size):
             mean = self.model.ae.encode(x[i:i + self.batch_size].to(self.device)).mean
             y = torch.round(self.model.code(mean)).cpu()
-            parts += density.compress(y)
+            codes.append(y)
             est += density.bits(y).tolist()
+        y = torch.cat(codes) if codes else torch.zeros(0, *self._code_shape())
         params = bytes([DECODES.index(decode)])
-        return Compressed(self.name, params, container.join_parts(parts), len(parts), np.array(est),
-                          parts_file_bits(parts, len(params)), {"lambda": lam})
+        return Compressed(self.name, params, single_stream(*self._coder(), y), len(x), np.array(est),
+                          single_stream_file_bits(*self._coder(), y, len(params)), {"lambda": lam})
+
+    def _coder(self):
+        """``(write, read)`` of the codes ``y`` ``(N, *code shape)``, for :func:`single_stream`."""
+        density, shape = self.model.code_density, self._code_shape()
+        return density.write, lambda decoder, n: density.read(decoder, n, shape)
 
     @torch.no_grad()
     def decompress(self, params: bytes, payload: bytes, count: int, decode: str | None = None) -> torch.Tensor:
@@ -87,9 +93,7 @@ class CDCCodec(Codec):
         if len(params) != 1 or params[0] >= len(DECODES):
             raise LdcodecError(f"cdc stream parameters {params.hex()} name no decode method: the stream is damaged")
         method = check_decode(decode or DECODES[params[0]], knob=True)
-        parts = container.split_parts(payload, count)
-        with reraise_damage("mode C"):
-            y = self.model.code_density.decompress(parts, self._code_shape())
+        y = read_single_stream(*self._coder(), payload, count, "mode C")
         out = []
         for i in range(0, count, self.batch_size):
             seeds = [derive_seed(self.hash, j) for j in range(i, min(count, i + self.batch_size))]

@@ -9,8 +9,8 @@ density ``p(z_s | z_u)``. The decoder turns ``z_t`` into ``z0`` by ``flow``, ``r
 
 Rates per image: ``ideal`` is the continuous-time truncated ELBO, ``KL(q(z_1|z0) || p(z_1)) +
 1/2 int_{SNR_1}^{SNR_t} ||z0 - z0_hat(z_snr)||^2 dSNR`` (VDM, Kingma et al. 2021, Eq. 11 and 17,
-in nats -> bits), estimated by the trapezoid rule on the coding levels with one noise draw per
-level; ``estimated`` is the sum of the coded steps' ``KL(q || p)``; ``actual`` and ``file`` come
+in nats -> bits), estimated by the trapezoid rule in log-SNR on the coding levels (every
+``ideal_stride``-th) with one noise draw per level; ``estimated`` is the sum of the coded steps' ``KL(q || p)``; ``actual`` and ``file`` come
 from the container (:mod:`ldcodec.codecs.container`). On the exact Gaussian source all three
 are ``I(X; Z_t)`` in expectation plus the coding overhead of the last two.
 
@@ -62,7 +62,9 @@ class DiffC(Codec):
 
     ``tables``: the model's :class:`CodingTables` (see :func:`load_or_build_tables`). ``ideal``:
     whether :meth:`compress` also estimates the ideal rate (it costs a denoiser call per coding level
-    and is not part of coding; speed benchmarks time compression without it).
+    and is not part of coding; speed benchmarks time compression without it). ``ideal_stride``: the
+    ideal's quadrature uses every ``ideal_stride``-th level (and the stop level); 4, the tables' own
+    stride, costs a quarter and moves the exact Gaussian source's ideal by under 1 %.
     """
 
     name = "diffc"
@@ -72,13 +74,16 @@ class DiffC(Codec):
     decode_knob = True
 
     def __init__(self, model, tables: CodingTables, device: str = "cpu", batch_size: int = 256,
-                 ideal: bool = True):
+                 ideal: bool = True, ideal_stride: int = 1):
         if model.prior is None:
             raise LdcodecError("this checkpoint has the N(0, I) prior (model.prior = normal): compression "
                                "needs a diffusion prior; train a grid config")
         if model.cfg.cond.enabled:
             raise LdcodecError("this is a mode C (conditional) model: use the cdc codec")
+        if ideal_stride < 1:
+            raise LdcodecError(f"ideal_stride must be >= 1, got {ideal_stride}")
         self.model, self.tables, self.device, self.batch_size = model.eval(), tables, device, batch_size
+        self.ideal_stride = ideal_stride
         self.ideal = ideal  # estimate the ideal rate in compress (one denoiser call per level; not coding)
         self.latent_shape = tuple(model.latent_shape)
         self.dims = math.prod(self.latent_shape)
@@ -272,15 +277,18 @@ class DiffC(Codec):
         process, prior = self.model.prior.process, self.model.prior
         z0 = z0.view(-1, *self.latent_shape).float()
         prior_kl = process.prior_kl(z0.double()).cpu()
+        levels = sorted(set(range(0, stop + 1, self.ideal_stride)) | {stop})
         err = []
-        for level in range(stop + 1):
+        for level in levels:
             t = torch.full((len(z0),), float(self.tables.t[level]), device=self.device)
             eps = torch.randn(z0.shape, generator=generator).to(self.device)
             z0_hat = denoise(prior, process.marginal(z0, t, eps), t)
             err.append((z0 - z0_hat).double().square().flatten(1).sum(1).cpu())
-        err = torch.stack(err)
-        dsnr = torch.from_numpy(np.diff(self.tables.snr[:stop + 1]))[:, None]
-        integral = 0.5 * (dsnr * 0.5 * (err[:-1] + err[1:])).sum(0)
+        # 1/2 int ||z0 - z0_hat||^2 dSNR = 1/2 int ||.||^2 SNR dlog(SNR): the trapezoid in log-SNR, where
+        # the integrand is smooth (a sigmoid for a Gaussian dim), so a stride of a few levels is exact enough
+        snr = torch.from_numpy(self.tables.snr[levels])[:, None]
+        f = torch.stack(err) * snr
+        integral = 0.5 * (torch.diff(snr.log(), dim=0) * 0.5 * (f[:-1] + f[1:])).sum(0)
         return ((prior_kl + integral) / math.log(2.0)).numpy()
 
     # -- checks -------------------------------------------------------------------------------

@@ -217,6 +217,17 @@ class FactorizedDensity(_TableBuffers):
         """Integer-valued ``y`` ``(B, c, ...)`` -> one byte string per batch element."""
         return _encode_images(torch.round(y), _channel_index(y.shape), self.tables())
 
+    def write(self, encoder, y: torch.Tensor) -> None:
+        """Append integer-valued ``y`` ``(B, c, ...)`` to a range ``encoder``, element after element."""
+        range_coder.write_symbols(encoder, torch.round(y).detach().cpu().reshape(-1).numpy().astype(np.int64),
+                                  _channel_index(y.shape).reshape(-1).numpy(), self.tables())
+
+    def read(self, decoder, count: int, shape: tuple[int, ...]) -> torch.Tensor:
+        """Inverse of :meth:`write` for ``count`` elements of shape ``(c, ...)`` -> ``(count, c, ...)`` float."""
+        index = _channel_index((count,) + tuple(shape))
+        symbols = range_coder.read_symbols(decoder, index.reshape(-1).numpy(), self.tables())
+        return torch.from_numpy(symbols).reshape(index.shape).to(torch.get_default_dtype())
+
     def decompress(self, strings: list[bytes], shape: tuple[int, ...]) -> torch.Tensor:
         """Inverse of :meth:`compress`; ``shape`` is one element's ``(c, ...)`` -> ``(B, c, ...)`` float."""
         index = _channel_index((len(strings),) + tuple(shape))
@@ -393,8 +404,11 @@ class AutoregressiveDensity(nn.Module):
 
         self._walk(len(values), visit)
 
-    def read(self, decoder, count: int) -> torch.Tensor:
-        """Inverse of :meth:`write` for ``count`` codes -> ``(count, *shape)`` float."""
+    def read(self, decoder, count: int, shape: tuple[int, ...] | None = None) -> torch.Tensor:
+        """Inverse of :meth:`write` for ``count`` codes (of ``shape``, which must be the density's) ->
+        ``(count, *shape)`` float."""
+        if shape is not None and tuple(shape) != self.shape:
+            raise LdcodecError(f"this density codes shape {self.shape}, not {tuple(shape)}")
         return self._walk(count, lambda b, i, offset, table, tables:
                           range_coder.read_symbols(decoder, table, tables)[0] + offset)
 
