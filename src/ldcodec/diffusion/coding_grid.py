@@ -203,13 +203,15 @@ class CodingTables:
             total += kl + chunk_overhead * max(1, -(-kl // (budget_bits << FRAC_BITS)))
         return total
 
-    def best_steps(self, stop: int, budget_bits: int, max_steps: int) -> int:
-        """The number of coding steps whose chain (:meth:`grid`) has the least :meth:`predicted_cost`:
-        more steps shrink the discretisation gap of a learned prior (its coarse steps cost more than
-        the continuous ideal), each costs at least one chunk's index overhead. Integers only, so the
-        decoder derives the same number from the stop level."""
-        costs = [(self.predicted_cost(self.grid(stop, k, budget_bits), budget_bits), k)
-                 for k in range(1, max_steps + 1)]
+    def best_steps(self, stop: int, budget_bits: int, max_steps: int, cost=None) -> int:
+        """The number of coding steps whose chain (:meth:`grid` with ``max_dim_bits = budget_bits``) has
+        the least predicted cost, ``cost(levels)`` (integers; default :meth:`predicted_cost`): more
+        steps shrink the discretisation gap of a learned prior (its coarse steps cost more than the
+        continuous ideal), each costs the simulator's overhead (a PFR chunk's index, a dithered
+        quantiser's uniform-noise excess). Integers only, so the decoder derives the same number
+        from the stop level."""
+        cost = cost or (lambda levels: self.predicted_cost(levels, budget_bits))
+        costs = [(cost(self.grid(stop, k, budget_bits)), k) for k in range(1, max_steps + 1)]
         return min(costs)[1]
 
     def step_bits(self, a: int, b: int) -> np.ndarray:
