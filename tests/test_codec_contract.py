@@ -51,7 +51,9 @@ def _build(name: str, runs: dict, train_x: torch.Tensor):
         return cls.train(train_x, BALLE["lam"], BALLE["steps"], channels=BALLE["channels"],
                          latent_channels=BALLE["latent_channels"], progress=False)
     run = runs["mlp-C" if name == "cdc" else "mlp-U"]
-    return model_codec(load_model(run)[0], run)
+    model = load_model(run)[0]
+    model.cfg.codec.simulator = getattr(cls, "simulator", model.cfg.codec.simulator)  # diffc or diffc-dq
+    return model_codec(model, run)
 
 
 @pytest.fixture(scope="module")
@@ -286,7 +288,9 @@ for name, s in spec.items():
         net.load_state_dict(saved["state"])
         codec = cls(net, tuple(s["shape"]), saved["lam"])
     else:
-        codec = model_codec(load_model(s["path"])[0], s["path"])
+        model = load_model(s["path"])[0]
+        model.cfg.codec.simulator = s.get("simulator", model.cfg.codec.simulator)
+        codec = model_codec(model, s["path"])
     data = open(s["file"], "rb").read()
     for opts in s["opts"]:
         out[name + json.dumps(opts)] = codec.decompress_file(data, **opts).numpy()
@@ -312,6 +316,8 @@ def test_every_codec_decodes_identically_in_another_process(codecs, files, runs,
                 entry.update(kind="balle", path=str(tmp_path / f"{name}.pt"))
             else:
                 entry.update(kind="model", path=str(runs["mlp-C" if name == "cdc" else "mlp-U"]))
+                if getattr(codec, "simulator", None):
+                    entry["simulator"] = codec.simulator
             spec[name] = entry
             for opts in entry["opts"]:
                 here[name + json.dumps(opts)] = codec.decompress_file(files[name][1], **opts).numpy()
@@ -331,8 +337,8 @@ def test_every_codec_decodes_identically_in_another_process(codecs, files, runs,
 # -- the registry -----------------------------------------------------------------------------
 
 def test_registry_names_and_ids():
-    assert list(CODECS) == ["diffc", "cdc", "factorized", "hyperprior", "jpeg", "webp", "avif"]
-    assert [c.codec_id for c in CODECS.values()] == [1, 2, 3, 4, 5, 6, 7]
+    assert list(CODECS) == ["diffc", "cdc", "factorized", "hyperprior", "jpeg", "webp", "avif", "diffc-dq"]
+    assert [c.codec_id for c in CODECS.values()] == [1, 2, 3, 4, 5, 6, 7, 8]
     assert all(codec_name(c.codec_id) == n for n, c in CODECS.items())
     with pytest.raises(LdcodecError, match="diffc, cdc, factorized"):
         get_codec("jpeg2000")
@@ -342,6 +348,12 @@ def test_registry_names_and_ids():
 
 def test_model_codec_picks_the_checkpoints_mode(runs):
     assert model_codec(load_model(runs["mlp-U"])[0], runs["mlp-U"]).name == "diffc"
+    model = load_model(runs["mlp-U"])[0]
+    model.cfg.codec.simulator = "dq"  # codec.simulator picks the mode U codec
+    assert model_codec(model, runs["mlp-U"]).name == "diffc-dq"
+    model.cfg.codec.simulator = "vq"
+    with pytest.raises(LdcodecError, match="pfr, dq"):
+        model_codec(model, runs["mlp-U"])
     assert model_codec(load_model(runs["cnn-C"])[0], runs["cnn-C"]).name == "cdc"
     with pytest.raises(LdcodecError, match="mode U"):
         get_codec("cdc")(load_model(runs["mlp-U"])[0])

@@ -242,18 +242,18 @@ def test_the_coding_grid_is_the_cheapest_chain():
     from itertools import combinations
 
     from ldcodec.checkpoint import read_tensors
-    from ldcodec.diffusion.coding_grid import FORBIDDEN
+    from ldcodec.diffusion.coding_grid import FORBIDDEN, pfr_cost
 
     t = read_tensors(GOLDEN / "tiny-u" / "coding-tables.safetensors")
     tables = CodingTables.from_tensors(t, t["mse"].shape[1])
-    stop, budget = 40, 12
+    stop, budget = 40, pfr_cost(12)
     cost = tables.step_costs(budget)
     for k in (2, 3):
         chains = [[0, *inner, stop] for inner in combinations(range(1, stop), k - 1)]
         brute = min(sum(int(cost[a, b]) for a, b in zip(c[:-1], c[1:])) for c in chains)
         grid = tables.grid(stop, k, budget)
         assert len(grid) == k + 1 and tables.predicted_cost(grid, budget) == brute < FORBIDDEN
-    best = tables.best_steps(stop, budget, 64)
+    best = tables.best_steps(stop, 64, budget)
     auto = tables.predicted_cost(tables.grid(stop, best, budget), budget)
     assert all(auto <= tables.predicted_cost(tables.grid(stop, k, budget), budget) for k in range(1, 20))
     total = tables.bits.sum(1)

@@ -116,6 +116,8 @@ class CodecConfig:
     coding_steps: int = _num(0, 0, 64)  # mode U: coded steps from t = 1 to the stop time (0: the number with the least predicted cost)
     max_chunk_bits: int = _num(12, 1, 20)  # mode U: largest expected KL of one PFR chunk, bits (encoder cost ~ d 2^(bits+pad))
     pad: int = _num(6, 0, 10)  # mode U: log2 candidates per chunk beyond its expected KL (exactness vs encoder time)
+    simulator: str = field(default="pfr", metadata={  # mode U: channel simulator of a coding step, pfr (codec diffc) or dq (dithered quantisation, codec diffc-dq)
+        "choices": ("pfr", "dq"), "omit_default": True})
 
 
 SECTIONS: dict[str, type] = {

@@ -11,6 +11,7 @@ hyperprior 4  Ballé et al. 2018 scale hyperprior
 jpeg       5  JPEG through Pillow (:mod:`ldcodec.baselines.classical`)
 webp       6  WebP through Pillow
 avif       7  AVIF through Pillow
+diffc-dq   8  mode U with dithered quantisation (:mod:`ldcodec.codecs.diffc_dq`), ``codec.simulator: dq``
 ========== == ===================================================================================
 
 Python use (the README shows it)::
@@ -56,17 +57,27 @@ def codec_name(codec_id: int) -> str:
                        f"or from a newer ldcodec (known: {', '.join(f'{n}={c.codec_id}' for n, c in CODECS.items())})")
 
 
+def simulator_codec(simulator: str) -> type:
+    """The mode U codec class of ``codec.simulator`` (``pfr``: diffc, ``dq``: diffc-dq); an unknown
+    name lists the valid ones."""
+    found = {cls.simulator: cls for cls in CODECS.values() if getattr(cls, "simulator", None)}
+    if simulator not in found:
+        raise LdcodecError(f"unknown codec.simulator {simulator!r}; choose one of: {', '.join(found)}")
+    return found[simulator]
+
+
 def model_codec(model, run_dir=None, device: str = "cpu", data_root=None, ideal_stride: int = 1):
-    """The codec of a trained LSGM model: ``cdc`` for a mode C (conditional) checkpoint, else ``diffc``
-    with the model's coding tables (read from ``run_dir``, or estimated from training latents and
-    written there: :func:`ldcodec.codecs.diffc.load_or_build_tables`) and ``ideal_stride``
+    """The codec of a trained LSGM model: ``cdc`` for a mode C (conditional) checkpoint, else the mode
+    U codec of ``codec.simulator`` (``diffc`` or ``diffc-dq``) with the model's coding tables (read
+    from ``run_dir``, or estimated from training latents and written there:
+    :func:`ldcodec.codecs.diffc.load_or_build_tables`) and ``ideal_stride``
     (:class:`~ldcodec.codecs.diffc.DiffC`)."""
     if model.cfg.cond.enabled:
         return get_codec("cdc")(model, device=device)
     from ldcodec.codecs.diffc import load_or_build_tables
 
-    return get_codec("diffc")(model, load_or_build_tables(model, run_dir, data_root), device=device,
-                              ideal_stride=ideal_stride)
+    cls = simulator_codec(model.cfg.codec.simulator)
+    return cls(model, load_or_build_tables(model, run_dir, data_root), device=device, ideal_stride=ideal_stride)
 
 
 def baselines() -> list[str]:
@@ -85,3 +96,6 @@ from ldcodec.codecs import diffc  # noqa: E402
 
 register(diffc.DiffC)
 from ldcodec.codecs import cdc, balle, pillow  # noqa: E402,F401,I001
+from ldcodec.codecs import diffc_dq  # noqa: E402
+
+register(diffc_dq.DiffCDQ)

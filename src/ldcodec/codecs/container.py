@@ -36,8 +36,9 @@ VERSION = 2
 MAX_COUNT = 1 << 20
 MODEL_ID_BYTES = 4
 # params bytes by codec id: diffc (mode U: stop level), cdc (mode C: decode), factorized and
-# hyperprior (none: the rate is the trained model's), jpeg, webp, avif (quality)
-PARAMS_BYTES = {1: 1, 2: 1, 3: 0, 4: 0, 5: 1, 6: 1, 7: 1}
+# hyperprior (none: the rate is the trained model's), jpeg, webp, avif (quality), diffc-dq (mode U
+# with dithered quantisation: stop level, as diffc)
+PARAMS_BYTES = {1: 1, 2: 1, 3: 0, 4: 0, 5: 1, 6: 1, 7: 1, 8: 1}
 _CRC = struct.Struct("<H")
 _FIXED = len(MAGIC) + 1 + 4 + _CRC.size  # 9, plus the count varint and the params
 

@@ -39,7 +39,7 @@ import torch
 from ldcodec.codecs.base import Codec, Compressed
 from ldcodec.coding import candidates as cand
 from ldcodec.coding import pfr, range_coder
-from ldcodec.diffusion.coding_grid import LEVELS, CodingTables, step_densities
+from ldcodec.diffusion.coding_grid import LEVELS, CodingTables, StepCost, pfr_cost, step_densities
 from ldcodec.diffusion.decodes import DECODES, check_decode, decode_latent
 from ldcodec.diffusion.samplers import denoise
 from ldcodec.errors import LdcodecError
@@ -69,6 +69,7 @@ class DiffC(Codec):
 
     name = "diffc"
     codec_id = 1
+    simulator = "pfr"  # the value of ``codec.simulator`` that selects this class (:func:`ldcodec.codecs.model_codec`)
     mode = "U"
     decodes = DECODES
     decode_knob = True
@@ -98,6 +99,7 @@ class DiffC(Codec):
         self._id = _model_id(model, tables)
         self._auto_steps: dict[int, int] = {}
         self.key = cand.stream_key(self._id)
+        self.coding_prior, self.coding_dtype = model.prior, torch.float32  # the denoiser behind the coding densities
 
     def model_id(self) -> bytes:
         return self._id
@@ -123,7 +125,7 @@ class DiffC(Codec):
         steps = steps if steps is not None else (self.model.cfg.codec.coding_steps or None)
         if steps is None:
             if stop not in self._auto_steps:
-                self._auto_steps[stop] = self.tables.best_steps(stop, self.budget, AUTO_MAX_STEPS)
+                self._auto_steps[stop] = self.tables.best_steps(stop, AUTO_MAX_STEPS, self.step_cost())
             return self._auto_steps[stop]
         if not 1 <= steps <= MAX_STEPS:
             raise LdcodecError(f"--coding-steps {steps} is outside 1..{MAX_STEPS}")
@@ -131,14 +133,25 @@ class DiffC(Codec):
 
     def _predicted_bits(self, stop: int, steps: int | None) -> float:
         """The tables' prediction of a chain's bits per image beyond the ideal (its discretisation gap
-        and chunk overheads, :meth:`CodingTables.predicted_cost`)."""
-        levels = self.tables.grid(stop, self._steps(stop, steps), self.budget)
-        return self.tables.predicted_cost(levels, self.budget) / 2**10 - self.tables.expected_bits(stop)
+        and the simulator's overheads, :meth:`step_cost`)."""
+        levels = self.tables.grid(stop, self._steps(stop, steps), self.step_cost())
+        return self.tables.predicted_cost(levels, self.step_cost()) / 2**10 - self.tables.expected_bits(stop)
+
+    # -- what the simulator decides (the PFR here; ``DiffCDQ`` overrides these) ---------------
+    def step_cost(self) -> StepCost:
+        """How the simulator prices a coding step, for the grid (:class:`StepCost`): the PFR's KL plus
+        its index overhead per chunk; a chunk cannot split a dim, so one dim's bits are bounded by the
+        chunk budget."""
+        return pfr_cost(self.budget)
+
+    def _step_plan(self, a: int, b: int):
+        """The integer plan of the step ``a -> b``: its PFR chunks (:meth:`CodingTables.chunks`)."""
+        return self.tables.chunks(a, b, self.budget)
 
     def plan(self, stop: int, steps: int | None) -> list[tuple[int, int, list[tuple[np.ndarray, int]]]]:
-        """``[(level a, level b, chunks), ...]`` of the chain to level ``stop`` (integers only)."""
-        levels = self.tables.grid(stop, self._steps(stop, steps), self.budget)
-        return [(a, b, self.tables.chunks(a, b, self.budget)) for a, b in zip(levels[:-1], levels[1:])]
+        """``[(level a, level b, step plan), ...]`` of the chain to level ``stop`` (integers only)."""
+        levels = self.tables.grid(stop, self._steps(stop, steps), self.step_cost())
+        return [(a, b, self._step_plan(a, b)) for a, b in zip(levels[:-1], levels[1:])]
 
     # -- the contract -------------------------------------------------------------------------
     @torch.no_grad()
@@ -159,16 +172,16 @@ class DiffC(Codec):
                         for i in range(0, len(x), self.batch_size)]).double()
         generator = torch.Generator().manual_seed(int.from_bytes(hashlib.sha256(
             self._id + z0.cpu().numpy().tobytes()).digest()[:8], "little") >> 1)
-        indices, kl, exactness = self._encode_chain(z0, plan, generator)
-        payload = head + self._payload(plan, indices, slice(None))
-        file_bits = np.array([_container_bits(len(head) + len(self._payload(plan, indices, slice(b, b + 1))), 1)
+        symbols, estimated, extra = self._encode_chain(z0, plan, generator)
+        payload = head + self._payload(plan, symbols, slice(None))
+        file_bits = np.array([_container_bits(len(head) + len(self._payload(plan, symbols, slice(b, b + 1))), 1)
                               for b in range(len(x))])
         setting = {"t_stop": float(self.tables.t[stop]), "coding_steps": steps}
         if decode != DECODES[0]:
             setting["decode"] = decode
-        return Compressed(self.name, params, payload, len(x), kl, file_bits, setting,
+        return Compressed(self.name, params, payload, len(x), estimated, file_bits, setting,
                           ideal_bits=self.ideal_bits(z0, stop, generator) if self.ideal else None,
-                          extra={"exactness": exactness, "level": stop, "chain_steps": len(plan)})
+                          extra={**extra, "level": stop, "chain_steps": len(plan)})
 
     @torch.no_grad()
     def decompress(self, params: bytes, payload: bytes, count: int, decode: str | None = None,
@@ -178,7 +191,23 @@ class DiffC(Codec):
         method = check_decode(decode or method, knob=True)
         if max_steps is not None and max_steps < 0:
             raise LdcodecError(f"--max-steps {max_steps} must be >= 0 (0 decodes z_1 alone)")
-        plan = self.plan(stop, steps)
+        full = self.plan(stop, steps)
+        plan = full[:max_steps]
+        z_all = self._decode_payload(full, payload, count, max_steps)
+        t_end = float(self.tables.t[plan[-1][1]]) if plan else 1.0
+        out = []
+        for i in range(0, count, self.batch_size):
+            rows = slice(i, min(i + self.batch_size, count))
+            z = z_all[rows]
+            z0 = decode_latent(self.model.prior, z.view(-1, *self.latent_shape).float(),
+                               torch.full((z.shape[0],), t_end, device=self.device), method, None,
+                               [self.key * 1_000_003 + j for j in range(rows.start, rows.stop)])
+            out.append(self.model.ae.decode(z0).cpu())
+        return torch.cat(out) if out else torch.zeros(0, *self.image_shape)
+
+    def _decode_payload(self, plan, payload: bytes, count: int, max_steps: int | None) -> torch.Tensor:
+        """The payload -> ``z`` of every image after the first ``max_steps`` steps (all: ``None``),
+        ``(count, d)`` float64; a damaged payload raises ``LdcodecError``."""
         try:
             indices = self._read_indices(plan, payload, count)
         except (ValueError, AssertionError, RuntimeError) as err:
@@ -190,16 +219,9 @@ class DiffC(Codec):
             raise LdcodecError("damaged mode U stream: its payload does not match its parameters")
         if max_steps is not None:
             plan, indices = plan[:max_steps], indices[:max_steps]
-        out = []
-        for i in range(0, count, self.batch_size):
-            rows = slice(i, min(i + self.batch_size, count))
-            z = self._decode_chain(plan, [[ix[rows] for ix in step] for step in indices], rows)
-            t_end = float(self.tables.t[plan[-1][1]]) if plan else 1.0
-            z0 = decode_latent(self.model.prior, z.view(-1, *self.latent_shape).float(),
-                               torch.full((z.shape[0],), t_end, device=self.device), method, None,
-                               [self.key * 1_000_003 + j for j in range(rows.start, rows.stop)])
-            out.append(self.model.ae.decode(z0).cpu())
-        return torch.cat(out) if out else torch.zeros(0, *self.image_shape)
+        out = [self._decode_chain(plan, [[ix[rows] for ix in step] for step in indices], rows)
+               for rows in (slice(i, min(i + self.batch_size, count)) for i in range(0, count, self.batch_size))]
+        return torch.cat(out) if out else torch.zeros(0, self.dims, dtype=torch.float64)
 
     # -- the chain ----------------------------------------------------------------------------
     def _log2_n(self, expected: int) -> int:
@@ -213,11 +235,13 @@ class DiffC(Codec):
     def _means(self, z: torch.Tensor, a: int, b: int):
         process = self.model.prior.process
         cu, c0, var_q, var_p = step_densities(process, self.tables, a, b)
-        t = torch.full((len(z),), float(self.tables.t[a]), device=self.device)
-        z0_hat = denoise(self.model.prior, z.view(-1, *self.latent_shape).float(), t).flatten(1).double()
+        t = torch.full((len(z),), float(self.tables.t[a]), device=self.device, dtype=self.coding_dtype)
+        z0_hat = denoise(self.coding_prior, z.view(-1, *self.latent_shape).to(self.coding_dtype), t).flatten(1).double()
         return cu * z, c0, z0_hat, var_q, var_p.to(self.device)
 
     def _encode_chain(self, z0: torch.Tensor, plan, generator: torch.Generator):
+        """Latents ``(N, d)`` -> ``(symbols, estimated bits (N,), extra)``: each step's PFR indices per
+        chunk, the steps' KLs, and the exactness (module docstring)."""
         z = self._z1(range(len(z0)))
         images = torch.arange(len(z0))
         kl = torch.zeros(len(z0), dtype=torch.float64)
@@ -239,7 +263,7 @@ class DiffC(Codec):
                 step.append(index.cpu().numpy())
             z = mu_p
             indices.append(step)
-        return indices, kl.numpy(), moved / wanted if wanted > 0 else 1.0
+        return indices, kl.numpy(), {"exactness": moved / wanted if wanted > 0 else 1.0}
 
     def _decode_chain(self, plan, indices, rows: slice) -> torch.Tensor:
         z = self._z1(range(rows.start, rows.stop))
@@ -323,6 +347,7 @@ def _model_id(model, tables: CodingTables) -> bytes:
 
     cfg = model.cfg.to_dict()
     cfg.get("data", {}).pop("root", None)
+    cfg.get("codec", {}).pop("simulator", None)  # the container's codec id names the simulator
     return model_hash({**model.state_dict(), **{f"coding_tables.{k}": v for k, v in tables.to_tensors().items()}},
                       cfg)[:4]
 

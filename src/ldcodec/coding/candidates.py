@@ -26,6 +26,10 @@ Normals (format 2, fixed here): a word ``w`` gives the float32 uniform
 between devices; only the *values* of the regenerated candidates can differ by that much, never
 the coded indices (the coded symbols never depend on floating point).
 
+Uniforms of the dither (format 2, fixed here): ``w = ((word >> 8) + 0.5) / 2^24 - 1/2`` in
+``(-1/2, 1/2)``, exact in float32 and float64 (integer operations and a power-of-two scale only, so
+they are the same on every device; no transcendental function is involved).
+
 Addressing: candidate ``n`` of a chunk of ``m`` dims uses the blocks ``b = n * ceil(m / 4) + i``,
 ``i < ceil(m / 4)``, at counter ``(b mod 2^32, b >> 32, chunk, step)`` and key
 ``(stream key, purpose)``; its dim ``k`` is normal ``k`` of those blocks, in order.
@@ -46,6 +50,7 @@ MASK32 = 0xFFFFFFFF
 
 PURPOSE_CANDIDATES = 0  # the Gaussian candidates e_n of a chunk (encoder and decoder)
 PURPOSE_TRANSFORMS = 1  # each image's signed permutation of a chunk's shared candidates
+PURPOSE_DITHER = 2  # the subtractive dither of a dithered-quantisation step (:mod:`ldcodec.coding.dq`)
 
 Tensor = torch.Tensor
 
@@ -151,3 +156,19 @@ def signed_permutations(key: int, step: int, chunk: int, images: Tensor, dims: i
     perm = torch.argsort(order, dim=1)
     sign = 1.0 - 2.0 * (words & 1).to(torch.float32)
     return perm, sign
+
+
+def dither(key: int, step: int, images: Tensor, dims: int) -> Tensor:
+    """The shared dither of one coding step -> float64 ``(B, dims)`` uniforms in ``(-1/2, 1/2)``.
+
+    Format: image ``b``'s dims ``4 i .. 4 i + 3`` are the four words of the block at counter
+    ``(i, image, 0, step)`` under key ``(stream key, PURPOSE_DITHER)``, each mapped by
+    ``((w >> 8) + 0.5) / 2^24 - 1/2``. Keyed by the image's index in the file, never by its place
+    in a batch, so any batching (and any device) draws the same dither.
+    """
+    images = images.to(torch.int64)
+    self_check(images.device)
+    blocks = torch.arange((dims + 3) // 4, dtype=torch.int64, device=images.device)
+    w = philox4x32((blocks[None, :], images[:, None], torch.tensor(0), torch.tensor(step)), (key, PURPOSE_DITHER))
+    words = torch.stack(w, dim=-1).reshape(len(images), -1)[:, :dims]
+    return _uniform(words).double() - 0.5

@@ -38,6 +38,7 @@ Gaussian densities and, through :func:`fixed_log2`, the integers.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -64,6 +65,33 @@ def level_times(process: NoiseProcess) -> np.ndarray:
         t = torch.round(t * process.N).clamp(min=1) / process.N
         t = torch.cummin(t, 0).values
     return t.numpy()
+
+
+@dataclass(frozen=True)
+class StepCost:
+    """How a channel simulator prices one coding step, for the grid's dynamic programme.
+
+    ``per_step`` maps the per-dim expected bits of ``n`` candidate steps, ``(n, d)`` int64 in
+    ``2^-FRAC_BITS`` bits, to their predicted costs ``(n,)`` int64 (integers only);
+    ``max_dim_bits`` bounds one dim's bits in a step of more than one fine level; ``name`` keys the
+    tables' cache of step costs (one per simulator and budget).
+    """
+
+    name: str
+    max_dim_bits: int
+    per_step: Callable[[np.ndarray], np.ndarray]
+
+
+def pfr_cost(budget_bits: int, chunk_overhead: int = CHUNK_OVERHEAD) -> StepCost:
+    """The PFR's step cost: its expected KL plus ``chunk_overhead`` per chunk, ``ceil(KL / budget)``
+    chunks (at least one); a dim cannot be cut across chunks, so ``max_dim_bits`` is the budget."""
+    cap = budget_bits << FRAC_BITS
+
+    def per_step(e: np.ndarray) -> np.ndarray:
+        kl = e.sum(1)
+        return kl + chunk_overhead * np.maximum(1, -(-kl // cap))
+
+    return StepCost(f"pfr-{budget_bits}-{chunk_overhead}", budget_bits, per_step)
 
 
 @dataclass(frozen=True)
@@ -173,58 +201,56 @@ class CodingTables:
             lo, hi = (mid, hi) if self.expected_bits(mid) + overhead(mid) <= bits else (lo, mid - 1)
         return lo
 
-    def step_costs(self, budget_bits: int, chunk_overhead: int = CHUNK_OVERHEAD) -> np.ndarray:
-        """``(L+1, L+1)`` int64 predicted cost of every step ``a -> b`` (``a < b``), in
-        ``2^-FRAC_BITS`` bits: its expected KL (:meth:`step_bits`) plus ``chunk_overhead`` per chunk,
-        ``ceil(KL / budget)`` chunks (at least one). :data:`FORBIDDEN` marks the steps a chain may
-        not take: ``a >= b``; a step of more than one fine level in which one dim would carry more
-        than ``budget_bits`` (a dim cannot be cut across chunks); an empty step (a discrete DDPM
-        process snaps neighbouring levels to one time). Integers only; computed once per budget."""
-        key = (budget_bits, chunk_overhead)
-        if key not in self._costs:
-            cost = np.full((LEVELS + 1, LEVELS + 1), FORBIDDEN, dtype=np.int64)
-            cap = budget_bits << FRAC_BITS
+    def step_costs(self, cost: StepCost) -> np.ndarray:
+        """``(L+1, L+1)`` int64 predicted cost of every step ``a -> b`` (``a < b``) under ``cost``, in
+        ``2^-FRAC_BITS`` bits, from the steps' per-dim expected bits (:meth:`step_bits`).
+        :data:`FORBIDDEN` marks the steps a chain may not take: ``a >= b``; a step of more than one
+        fine level in which one dim would carry more than ``cost.max_dim_bits``; an empty step (a
+        discrete DDPM process snaps neighbouring levels to one time). Integers only; computed once
+        per ``cost.name``."""
+        if cost.name not in self._costs:
+            out = np.full((LEVELS + 1, LEVELS + 1), FORBIDDEN, dtype=np.int64)
+            cap = cost.max_dim_bits << FRAC_BITS
             for a in range(LEVELS):
                 b = np.arange(a + 1, LEVELS + 1)
                 e = fixed_log2(1.0 + (self.snr[b] - self.snr[a])[:, None] * self.mse[a][None, :]) // 2
-                kl = e.sum(1)
-                c = kl + chunk_overhead * np.maximum(1, -(-kl // cap))
+                c = np.asarray(cost.per_step(e), dtype=np.int64)
                 c[((e.max(1) > cap) & (b - a > 1)) | (self.t[b] >= self.t[a])] = FORBIDDEN
-                cost[a, b] = c
-            self._costs[key] = cost
-        return self._costs[key]
+                out[a, b] = c
+            self._costs[cost.name] = out
+        return self._costs[cost.name]
 
-    def _chains(self, stop: int, budget_bits: int) -> tuple[list[np.ndarray], list[int]]:
+    def _chains(self, stop: int, cost: StepCost) -> tuple[list[np.ndarray], list[int]]:
         """Dynamic programming over the levels: ``best_k[b] = min_a best_{k-1}[a] + cost(a, b)``.
         Returns the argmin levels of every ``k`` (``parents[k-1][b]``) and the least cost of a chain
         of ``k`` steps from level 0 to ``stop`` (``finals[k-1]``; :data:`FORBIDDEN` if none)."""
         if not 1 <= stop <= LEVELS:
             raise LdcodecError(f"stop level {stop} is outside 1..{LEVELS}")
-        cost = self.step_costs(budget_bits)[:stop + 1, :stop + 1]
+        step = self.step_costs(cost)[:stop + 1, :stop + 1]
         best = np.full(stop + 1, FORBIDDEN, dtype=np.int64)
         best[0] = 0
         parents, finals = [], []
         for _ in range(stop):
-            total = np.minimum(best[:, None] + cost, FORBIDDEN)  # [a, b]: reach b by a last step from a
+            total = np.minimum(best[:, None] + step, FORBIDDEN)  # [a, b]: reach b by a last step from a
             parent = np.argmin(total, axis=0)  # ties: the earliest level
             best = total[parent, np.arange(stop + 1)]
             parents.append(parent)
             finals.append(int(best[stop]))
         return parents, finals
 
-    def grid(self, stop: int, steps: int, max_dim_bits: int) -> list[int]:
+    def grid(self, stop: int, steps: int, cost: StepCost) -> list[int]:
         """Levels ``0 = g_0 < ... < g_K = stop`` of the ``steps``-step chain with the least predicted
-        cost (:meth:`step_costs`, found by :meth:`_chains`).
+        ``cost`` (:meth:`step_costs`, found by :meth:`_chains`).
 
         A learned prior's denoiser error ``v`` falls fastest where the model resolves the image
         (often near ``t = 1``: few bits of information there, but a coarse step pays for the error at
         its start), so the steps crowd there; on the exact Gaussian source every chain has about the
-        same KL and the steps only trade chunk overheads. Where no chain of ``steps`` steps keeps every
-        dim within ``max_dim_bits`` per step, ``K`` is the least feasible number above ``steps`` (or
-        the most steps there are levels for). Integer arithmetic only, so the decoder derives the
-        same chain.
+        same KL and the steps only trade the simulator's overheads. Where no chain of ``steps`` steps
+        keeps every dim within ``cost.max_dim_bits`` per step, ``K`` is the least feasible number above
+        ``steps`` (or the most steps there are levels for). Integer arithmetic only, so the decoder
+        derives the same chain.
         """
-        parents, finals = self._chains(stop, max_dim_bits)
+        parents, finals = self._chains(stop, cost)
         feasible = [k for k, c in enumerate(finals, 1) if c < FORBIDDEN]
         k = min((j for j in feasible if j >= steps), default=feasible[-1])
         levels, b = [stop], stop
@@ -233,17 +259,18 @@ class CodingTables:
             levels.append(b)
         return levels[::-1]
 
-    def predicted_cost(self, levels: list[int], budget_bits: int) -> int:
+    def predicted_cost(self, levels: list[int], cost: StepCost) -> int:
         """Predicted bits of a chain (``2^-FRAC_BITS`` units): the sum of its steps' :meth:`step_costs`."""
-        cost = self.step_costs(budget_bits)
-        return int(sum(int(cost[a, b]) for a, b in zip(levels[:-1], levels[1:])))
+        step = self.step_costs(cost)
+        return int(sum(int(step[a, b]) for a, b in zip(levels[:-1], levels[1:])))
 
-    def best_steps(self, stop: int, budget_bits: int, max_steps: int) -> int:
-        """The number of steps (at most ``max_steps``) of the chain with the least predicted cost:
+    def best_steps(self, stop: int, max_steps: int, cost: StepCost) -> int:
+        """The number of steps (at most ``max_steps``) of the chain with the least predicted ``cost``:
         more steps shrink the discretisation gap of a learned prior (its coarse steps cost more than
-        the continuous ideal), each costs at least one chunk's index overhead. Integers only, so the
-        decoder derives the same number from the stop level."""
-        _, finals = self._chains(stop, budget_bits)
+        the continuous ideal), each costs the simulator's overhead (a PFR chunk's index, a dithered
+        quantiser's uniform-noise excess). Integers only, so the decoder derives the same number
+        from the stop level."""
+        _, finals = self._chains(stop, cost)
         feasible = [(c, k) for k, c in enumerate(finals[:max_steps], 1) if c < FORBIDDEN]
         return min(feasible)[1] if feasible else min(stop, max_steps)
 
