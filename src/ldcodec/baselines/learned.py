@@ -154,13 +154,30 @@ class LearnedCodec(nn.Module):
         self._require_cpu()
         return self._read(range_coder.decoder_from_bytes(data), image_size)
 
+    def _symbol_tables(self, symbols: dict[str, torch.Tensor]) -> list[tuple[str, np.ndarray, range_coder.Tables]]:
+        """What one image's stream holds, in order: ``(name, table index (B, m), tables)`` per symbol
+        tensor of ``B`` images (the same choice of tables as :meth:`_write`, for a whole batch)."""
+        raise NotImplementedError
+
     @torch.no_grad()
     def write_images(self, encoder: range_coder.RangeEncoder, symbols: dict[str, torch.Tensor]) -> None:
         """Append the symbols of ``B`` images (:meth:`latent_symbols` of a batch, ``(B, ...)`` each) to
         one ``encoder``, image after image: the stream of a file of several images."""
         self._require_cpu()
+        parts = [(symbols[name].reshape(len(index), -1).numpy().astype(np.int64), index, tables)
+                 for name, index, tables in self._symbol_tables(symbols)]
         for b in range(len(symbols["y"])):
-            self._write(encoder, {k: v[b:b + 1] for k, v in symbols.items()})
+            for values, index, tables in parts:
+                range_coder.write_symbols(encoder, values[b], index[b], tables)
+
+    @torch.no_grad()
+    def decodes_to(self, decoder: range_coder.RangeDecoder, symbols: dict[str, torch.Tensor]) -> bool:
+        """Whether ``decoder`` reads back exactly ``symbols`` (of :meth:`write_images`), reading with the
+        tables the expected symbols imply (no network call per image)."""
+        parts = [(symbols[name].reshape(len(index), -1).numpy().astype(np.int64), index, tables)
+                 for name, index, tables in self._symbol_tables(symbols)]
+        return all(np.array_equal(range_coder.read_symbols(decoder, index[b], tables), values[b])
+                   for b in range(len(symbols["y"])) for values, index, tables in parts)
 
     @torch.no_grad()
     def read_images(self, decoder: range_coder.RangeDecoder, count: int,
@@ -217,6 +234,10 @@ class FactorizedPriorCodec(LearnedCodec):
         y = symbols["y"]
         range_coder.write_symbols(encoder, _flat(y), _channel_index(y.shape), self.prior.tables())
 
+    def _symbol_tables(self, symbols):
+        y = symbols["y"]
+        return [("y", _channel_index(y.shape).reshape(len(y), -1), self.prior.tables())]
+
     def _read(self, decoder, image_size):
         shape = self._latent_shape(image_size)
         y = range_coder.read_symbols(decoder, _channel_index(shape), self.prior.tables())
@@ -258,6 +279,11 @@ class HyperpriorCodec(LearnedCodec):
         range_coder.write_symbols(encoder, _flat(z), _channel_index(z.shape), self.hyper_prior.tables())
         scale_index = self.scale_net(z).reshape(-1).numpy()
         range_coder.write_symbols(encoder, _flat(y), scale_index, self.conditional.tables())
+
+    def _symbol_tables(self, symbols):
+        z = symbols["z"]
+        return [("z", _channel_index(z.shape).reshape(len(z), -1), self.hyper_prior.tables()),
+                ("y", self.scale_net(z).reshape(len(z), -1).numpy(), self.conditional.tables())]
 
     def _read(self, decoder, image_size):
         y_shape = self._latent_shape(image_size)

@@ -19,7 +19,8 @@ import torch
 
 from ldcodec.baselines.learned import LearnedCodec, train_learned
 from ldcodec.codecs import container, register
-from ldcodec.codecs.base import Codec, Compressed, read_single_stream, single_stream, single_stream_file_bits
+from ldcodec.codecs.base import (Codec, Compressed, SymbolCoder, read_single_stream, single_stream,
+                                 single_stream_file_bits)
 from ldcodec.codecs.identity import model_hash
 from ldcodec.errors import LdcodecError, reraise_damage
 
@@ -71,19 +72,20 @@ class BalleCodec(Codec):
         with torch.no_grad():
             symbols = self.net.latent_symbols(x)
             est = self.net(x, quantization="round")["bits"].double().numpy()
-        payload = single_stream(*self._coder(), symbols)
-        return Compressed(self.name, b"", payload, len(x), est, single_stream_file_bits(*self._coder(), symbols, 0),
+        payload = single_stream(self._coder(), symbols)
+        return Compressed(self.name, b"", payload, len(x), est, single_stream_file_bits(self._coder(), symbols, 0),
                           {"lambda": self.lam})
 
-    def _coder(self):
-        """``(write, read)`` of the images' symbols, for :func:`single_stream`."""
+    def _coder(self) -> SymbolCoder:
+        """How the images' symbols go through the file's range coder."""
         size = self.image_shape[1:]
-        return self.net.write_images, lambda decoder, n: self.net.read_images(decoder, n, size)
+        return SymbolCoder(self.net.write_images, lambda decoder, n: self.net.read_images(decoder, n, size),
+                           self.net.decodes_to)
 
     def decompress(self, params: bytes, payload: bytes, count: int) -> torch.Tensor:
         if params:
             raise LdcodecError(f"{self.name} streams carry no parameters, this one has {len(params)} bytes: damaged")
-        symbols = read_single_stream(*self._coder(), payload, count, self.name)
+        symbols = read_single_stream(self._coder(), payload, count, self.name)
         with reraise_damage(self.name):
             return self.net.synthesize(symbols["y"], self.image_shape[1:])
 

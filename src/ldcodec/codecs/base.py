@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import abc
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -184,38 +185,59 @@ def _rows(symbols, rows: slice):
     return {k: v[rows] for k, v in symbols.items()} if isinstance(symbols, dict) else symbols[rows]
 
 
-def single_stream(write, read, symbols) -> bytes:
-    """One range coder over all the images of ``symbols``, cut to its shortest verified length.
+def _count(symbols) -> int:
+    return len(next(iter(symbols.values())) if isinstance(symbols, dict) else symbols)
 
-    ``symbols``: a tensor ``(N, ...)`` of integer symbols, or a dict of such tensors;
-    ``write(encoder, symbols)`` appends them image after image, ``read(decoder, n)`` reads ``n``
-    images' symbols back (the same types). The stream ends where :func:`range_coder.shortest_stream`
-    finds it still decodes to ``symbols``: a file pays one coder's flush, not one per image.
+
+@dataclass(frozen=True)
+class SymbolCoder:
+    """How a codec's symbols go through one range coder for a whole file.
+
+    ``symbols``: a tensor ``(N, ...)`` of integer symbols, or a dict of such tensors.
+    ``write(encoder, symbols)`` appends those of ``N`` images; ``read(decoder, n)`` reads ``n``
+    images' symbols back (the same types); ``check(decoder, symbols) -> bool``, if given, tells
+    whether ``decoder`` reads back exactly ``symbols`` faster than ``read`` (e.g. with the densities
+    the expected symbols imply), for the shortest-stream search.
     """
+
+    write: Callable
+    read: Callable
+    check: Callable | None = None
+
+    def decodes_to(self, data: bytes, symbols) -> bool:
+        from ldcodec.coding import range_coder
+
+        decoder = range_coder.decoder_from_trimmed(data)
+        if self.check is not None:
+            return bool(self.check(decoder, symbols))
+        return _same(self.read(decoder, _count(symbols)), symbols)
+
+
+def single_stream(coder: SymbolCoder, symbols) -> bytes:
+    """One range coder over all the images of ``symbols``, cut to its shortest verified length
+    (:func:`~ldcodec.coding.range_coder.shortest_stream`): a file pays one coder's flush, not one
+    per image."""
     from ldcodec.coding import range_coder
 
     encoder = range_coder.new_encoder()
-    write(encoder, symbols)
-    n = len(next(iter(symbols.values())) if isinstance(symbols, dict) else symbols)
-    return range_coder.shortest_stream(encoder, lambda data: _same(read(range_coder.decoder_from_trimmed(data), n),
-                                                                   symbols))
+    coder.write(encoder, symbols)
+    return range_coder.shortest_stream(encoder, lambda data: coder.decodes_to(data, symbols))
 
 
-def read_single_stream(write, read, payload: bytes, count: int, what: str):
+def read_single_stream(coder: SymbolCoder, payload: bytes, count: int, what: str):
     """Inverse of :func:`single_stream` for ``count`` images: their symbols. A payload that is not the
     canonical (shortest verified) coding of what it decodes to was damaged: ``LdcodecError``."""
     from ldcodec.coding import range_coder
     from ldcodec.errors import reraise_damage
 
     with reraise_damage(what):
-        symbols = read(range_coder.decoder_from_trimmed(payload), count)
-    if single_stream(write, read, symbols) != bytes(payload):
+        symbols = coder.read(range_coder.decoder_from_trimmed(payload), count)
+    if single_stream(coder, symbols) != bytes(payload):
         raise LdcodecError(f"damaged {what} stream: its payload is not the coding of what it decodes to")
     return symbols
 
 
-def single_stream_file_bits(write, read, symbols, params_len: int) -> np.ndarray:
+def single_stream_file_bits(coder: SymbolCoder, symbols, params_len: int) -> np.ndarray:
     """``(N,)`` file bits of each image alone: its own :func:`single_stream` in a container."""
-    n = len(next(iter(symbols.values())) if isinstance(symbols, dict) else symbols)
-    return np.array([8.0 * container.file_bytes(len(single_stream(write, read, _rows(symbols, slice(b, b + 1)))),
-                                                params_len, 1) for b in range(n)])
+    return np.array([8.0 * container.file_bytes(len(single_stream(coder, _rows(symbols, slice(b, b + 1)))),
+                                                params_len, 1) for b in range(_count(symbols))])

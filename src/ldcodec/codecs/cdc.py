@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from ldcodec.codecs import container, register
-from ldcodec.codecs.base import Codec, Compressed, read_single_stream, single_stream, single_stream_file_bits
+from ldcodec.codecs.base import (Codec, Compressed, SymbolCoder, read_single_stream, single_stream,
+                                 single_stream_file_bits)
 from ldcodec.codecs.identity import lsgm_hash
 from ldcodec.diffusion.decodes import DECODES, check_decode, decode_latent
 from ldcodec.errors import LdcodecError
@@ -79,13 +80,13 @@ class CDCCodec(Codec):
             est += density.bits(y).tolist()
         y = torch.cat(codes) if codes else torch.zeros(0, *self._code_shape())
         params = bytes([DECODES.index(decode)])
-        return Compressed(self.name, params, single_stream(*self._coder(), y), len(x), np.array(est),
-                          single_stream_file_bits(*self._coder(), y, len(params)), {"lambda": lam})
+        return Compressed(self.name, params, single_stream(self._coder(), y), len(x), np.array(est),
+                          single_stream_file_bits(self._coder(), y, len(params)), {"lambda": lam})
 
-    def _coder(self):
-        """``(write, read)`` of the codes ``y`` ``(N, *code shape)``, for :func:`single_stream`."""
+    def _coder(self) -> SymbolCoder:
+        """How the codes ``y`` ``(N, *code shape)`` go through the file's range coder."""
         density, shape = self.model.code_density, self._code_shape()
-        return density.write, lambda decoder, n: density.read(decoder, n, shape)
+        return SymbolCoder(density.write, lambda decoder, n: density.read(decoder, n, shape), density.decodes_to)
 
     @torch.no_grad()
     def decompress(self, params: bytes, payload: bytes, count: int, decode: str | None = None) -> torch.Tensor:
@@ -93,7 +94,7 @@ class CDCCodec(Codec):
         if len(params) != 1 or params[0] >= len(DECODES):
             raise LdcodecError(f"cdc stream parameters {params.hex()} name no decode method: the stream is damaged")
         method = check_decode(decode or DECODES[params[0]], knob=True)
-        y = read_single_stream(*self._coder(), payload, count, "mode C")
+        y = read_single_stream(self._coder(), payload, count, "mode C")
         out = []
         for i in range(0, count, self.batch_size):
             seeds = [derive_seed(self.hash, j) for j in range(i, min(count, i + self.batch_size))]

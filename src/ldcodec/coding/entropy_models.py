@@ -222,6 +222,10 @@ class FactorizedDensity(_TableBuffers):
         range_coder.write_symbols(encoder, torch.round(y).detach().cpu().reshape(-1).numpy().astype(np.int64),
                                   _channel_index(y.shape).reshape(-1).numpy(), self.tables())
 
+    def decodes_to(self, decoder, y: torch.Tensor) -> bool:
+        """Whether ``decoder`` reads back the integer-valued ``y`` ``(B, c, ...)`` (:meth:`read`)."""
+        return torch.equal(self.read(decoder, len(y), tuple(y.shape[1:])), torch.round(y).to(torch.get_default_dtype()))
+
     def read(self, decoder, count: int, shape: tuple[int, ...]) -> torch.Tensor:
         """Inverse of :meth:`write` for ``count`` elements of shape ``(c, ...)`` -> ``(count, c, ...)`` float."""
         index = _channel_index((count,) + tuple(shape))
@@ -323,9 +327,10 @@ class AutoregressiveDensity(nn.Module):
     masked linear layers in which output ``i`` sees only the inputs before it. Unlike the
     factorised density it spends no bits on what one entry says about the next.
 
-    Coding walks the entries in order, one network call per entry and image (the decoder needs
-    the entries before ``i`` to know the table of entry ``i``); encoder and decoder make the
-    same calls on the same inputs, so they choose the same tables on the same machine.
+    Coding is entry-major over a batch of codes: the encoder gets every entry's density from one
+    network call on the whole codes (MADE's masks give the later entries exact zero weight), the
+    decoder from one call per entry on the codes decoded so far, of the same shape; the masked-out
+    inputs add exact zeros, so both sides choose the same tables on the same machine.
 
     Args:
         shape: one code's shape, e.g. ``(16,)`` or ``(2, 4, 4)``.
@@ -378,39 +383,44 @@ class AutoregressiveDensity(nn.Module):
         return self.gaussian.update_tables()
 
     @torch.no_grad()
-    def _walk(self, count: int, visit) -> torch.Tensor:
-        """Visit the entries of ``count`` codes in coding order; ``visit(b, i, offset, table, tables)``
-        codes entry ``i`` of code ``b`` and returns its integer value -> ``(count, *shape)`` float."""
-        tables = self.gaussian.tables()
+    def _coding_params(self, context: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """``(B, n)`` codes (entries after those already known may be anything: the MADE's masks give
+        them exact zero weight) -> the integer offsets and scale-table indices ``(B, n)`` of every
+        entry's coding density."""
         device = self.net[-1].weight.device
-        codes = torch.zeros(count, self.n)
-        for b in range(count):
-            context = torch.zeros(1, self.n, device=device)
-            for i in range(self.n):
-                mean, scale = self._params(context)
-                offset = int(mean[0, i].item())
-                table = self.gaussian.scale_index(scale[:, i]).numpy()
-                context[0, i] = float(visit(b, i, offset, table, tables))
-            codes[b] = context[0].cpu()
-        return codes.reshape(count, *self.shape)
+        mean, scale = self._params(context.to(device, torch.float32))
+        return mean.round().long().cpu().numpy(), self.gaussian.scale_index(scale).numpy().reshape(mean.shape)
 
     def write(self, encoder, y: torch.Tensor) -> None:
-        """Append integer codes ``y`` ``(B, *shape)`` to a range ``encoder``, code after code."""
-        values = torch.round(self._flat(y)).detach().cpu().numpy().astype(np.int64)
-
-        def visit(b, i, offset, table, tables):
-            range_coder.write_symbols(encoder, values[b, i:i + 1] - offset, table, tables)
-            return values[b, i]
-
-        self._walk(len(values), visit)
+        """Append integer codes ``y`` ``(B, *shape)`` to a range ``encoder``, entry-major (entry 0 of every
+        code, then entry 1, ...): the encoder knows every code, so one MADE call gives all the
+        conditionals, and the decoder reads one entry of every code per call."""
+        flat = torch.round(self._flat(y)).detach().cpu()
+        offsets, index = self._coding_params(flat)
+        values, tables = flat.numpy().astype(np.int64), self.gaussian.tables()
+        for i in range(self.n):
+            range_coder.write_symbols(encoder, values[:, i] - offsets[:, i], index[:, i], tables)
 
     def read(self, decoder, count: int, shape: tuple[int, ...] | None = None) -> torch.Tensor:
         """Inverse of :meth:`write` for ``count`` codes (of ``shape``, which must be the density's) ->
-        ``(count, *shape)`` float."""
+        ``(count, *shape)`` float: ``n`` MADE calls, one per entry, each on every code."""
         if shape is not None and tuple(shape) != self.shape:
             raise LdcodecError(f"this density codes shape {self.shape}, not {tuple(shape)}")
-        return self._walk(count, lambda b, i, offset, table, tables:
-                          range_coder.read_symbols(decoder, table, tables)[0] + offset)
+        tables, context = self.gaussian.tables(), torch.zeros(count, self.n)
+        for i in range(self.n):
+            offsets, index = self._coding_params(context)
+            context[:, i] = torch.from_numpy(range_coder.read_symbols(decoder, index[:, i], tables) + offsets[:, i]).float()
+        return context.reshape(count, *self.shape)
+
+    def decodes_to(self, decoder, y: torch.Tensor) -> bool:
+        """Whether ``decoder`` reads back the codes ``y`` ``(B, *shape)``: the entries are read with the
+        densities ``y`` itself implies (if every entry before ``i`` matches, so does entry ``i``'s
+        density), so no entry-by-entry network calls are needed. For the shortest-stream search."""
+        flat = torch.round(self._flat(y)).detach().cpu()
+        offsets, index = self._coding_params(flat)
+        values, tables = flat.numpy().astype(np.int64), self.gaussian.tables()
+        return all(np.array_equal(range_coder.read_symbols(decoder, index[:, i], tables), values[:, i] - offsets[:, i])
+                   for i in range(self.n))
 
     def compress(self, y: torch.Tensor) -> list[bytes]:
         """Integer-valued ``y`` ``(B, *shape)`` -> one byte string per code."""
