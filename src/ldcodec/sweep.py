@@ -83,6 +83,9 @@ class Protocol:
     perception: tuple[str, ...] = PERCEPTION
     critic_steps: int = 300
     seed: int = 0
+    # The codecs' revision: their bits change when the coding does (2: mode U's grid by dynamic
+    # programming, one range coder per file for mode C), and a cell measured before is measured again.
+    codecs: int = 2
 
     def for_cell(self, cfg: Config) -> dict:
         """The part of the protocol that applies to ``cfg`` (what its hash covers)."""
