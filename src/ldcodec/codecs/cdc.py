@@ -10,8 +10,10 @@ the mean of ``MSE_SAMPLES`` decoded realism samples, a Monte-Carlo estimate of `
 
 The rate is fixed at training time by ``cond.lam`` (the weight of the code's bits in the loss):
 ``rate_setting = {"lambda": lam}``; ``rate`` may only name the default ``decode`` stored in the
-stream (params: one byte, its index in ``DECODES``). ``estimated_bits`` is ``-log2 p(y)`` under the
-density.
+stream (params: one byte, its index in ``DECODES``). ``estimated_bits`` is the information content of
+``y`` under the coder's integer tables (what the range coder spends before its flush; the float
+density's ``-log2 p(y)``, which training minimises, differs from it by the tables' quantisation of
+the scales and probabilities, by about 1 % either way).
 """
 
 from __future__ import annotations
@@ -77,7 +79,7 @@ class CDCCodec(Codec):
             mean = self.model.ae.encode(x[i:i + self.batch_size].to(self.device)).mean
             y = torch.round(self.model.code(mean)).cpu()
             codes.append(y)
-            est += density.bits(y).tolist()
+            est += density.coded_bits(y).tolist()
         y = torch.cat(codes) if codes else torch.zeros(0, *self._code_shape())
         params = bytes([DECODES.index(decode)])
         return Compressed(self.name, params, single_stream(self._coder(), y), len(x), np.array(est),

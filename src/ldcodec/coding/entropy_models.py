@@ -222,6 +222,13 @@ class FactorizedDensity(_TableBuffers):
         range_coder.write_symbols(encoder, torch.round(y).detach().cpu().reshape(-1).numpy().astype(np.int64),
                                   _channel_index(y.shape).reshape(-1).numpy(), self.tables())
 
+    def coded_bits(self, y: torch.Tensor) -> np.ndarray:
+        """``(B,)`` information content of each element of integer-valued ``y`` ``(B, c, ...)`` under the
+        integer tables :meth:`write` codes with (what the range coder spends, before its flush)."""
+        values = torch.round(y).detach().cpu().reshape(len(y), -1).numpy().astype(np.int64)
+        index, tables = _channel_index(y.shape).reshape(len(y), -1).numpy(), self.tables()
+        return np.array([range_coder.symbols_bits(v, i, tables) for v, i in zip(values, index)])
+
     def decodes_to(self, decoder, y: torch.Tensor) -> bool:
         """Whether ``decoder`` reads back the integer-valued ``y`` ``(B, c, ...)`` (:meth:`read`)."""
         return torch.equal(self.read(decoder, len(y), tuple(y.shape[1:])), torch.round(y).to(torch.get_default_dtype()))
@@ -411,6 +418,14 @@ class AutoregressiveDensity(nn.Module):
             offsets, index = self._coding_params(context)
             context[:, i] = torch.from_numpy(range_coder.read_symbols(decoder, index[:, i], tables) + offsets[:, i]).float()
         return context.reshape(count, *self.shape)
+
+    def coded_bits(self, y: torch.Tensor) -> np.ndarray:
+        """``(B,)`` information content of each code ``y`` ``(B, *shape)`` under the integer tables
+        :meth:`write` codes with (what the range coder spends, before its flush)."""
+        flat = torch.round(self._flat(y)).detach().cpu()
+        offsets, index = self._coding_params(flat)
+        values, tables = flat.numpy().astype(np.int64) - offsets, self.gaussian.tables()
+        return np.array([range_coder.symbols_bits(v, i, tables) for v, i in zip(values, index)])
 
     def decodes_to(self, decoder, y: torch.Tensor) -> bool:
         """Whether ``decoder`` reads back the codes ``y`` ``(B, *shape)``: the entries are read with the
