@@ -437,22 +437,6 @@ class AutoregressiveDensity(nn.Module):
         return all(np.array_equal(range_coder.read_symbols(decoder, index[:, i], tables), values[:, i] - offsets[:, i])
                    for i in range(self.n))
 
-    def compress(self, y: torch.Tensor) -> list[bytes]:
-        """Integer-valued ``y`` ``(B, *shape)`` -> one byte string per code."""
-        strings = []
-        for b in range(y.shape[0]):
-            encoder = range_coder.new_encoder()
-            self.write(encoder, y[b:b + 1])
-            strings.append(range_coder.encoder_bytes(encoder))
-        return strings
-
-    def decompress(self, strings: list[bytes], shape: tuple[int, ...]) -> torch.Tensor:
-        """Inverse of :meth:`compress`; ``shape`` is one code's shape -> ``(B, *shape)`` float."""
-        if tuple(shape) != self.shape:
-            raise LdcodecError(f"this density codes shape {self.shape}, not {tuple(shape)}")
-        rows = [self.read(range_coder.decoder_from_bytes(s), 1) for s in strings]
-        return torch.cat(rows).to(torch.get_default_dtype()) if rows else torch.zeros(0, *self.shape)
-
 
 CODE_DENSITIES = {
     "factorized": lambda shape: FactorizedDensity(shape[0]),
