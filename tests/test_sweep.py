@@ -75,6 +75,8 @@ def test_sweep_writes_cells_and_summary_then_skips_finished_cells(tmp_path, coun
     assert text.count("| ok |") == 2 and "## Effects of the four choices" in text
     assert "| mnist | mode | C vs U |" in text  # the one matched pair (these two cells differ in more)
     assert (tmp_path / "s" / "report.html").stat().st_size > 1000
+    three = text.split("## Three operating points per cell")[1].split("## Operating points")[0]
+    assert three.count(f"| {U_CELL} |") == 2 and three.count(f"| {C_CELL} |") == 1  # two budgets; one rung
 
     stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "s" / "cells").iterdir()}
     again = run(two, tmp_path / "s")
@@ -94,6 +96,38 @@ def test_sweep_writes_cells_and_summary_then_skips_finished_cells(tmp_path, coun
     fresh = run(two, tmp_path / "fresh", known=known)
     assert counted == [U_CELL, C_CELL, U_CELL] and fresh == results
     assert (tmp_path / "fresh" / "cells" / f"{two[1].key}.json").is_file()
+
+
+def test_sweeps_side_by_side_summarise_each_others_cells(tmp_path, monkeypatch):
+    """Two sweeps into one folder (one thread each): the summary written after a cell holds the cells the
+    other sweep finished meanwhile, not only those finished when this sweep began."""
+    u, c = cells((U_CELL,), (C_CELL,))
+    first = run([u, c], tmp_path / "first", report=False)
+    side = tmp_path / "side" / "cells"
+
+    def beside(cell, out, *args):  # while u runs, the other sweep finishes c
+        sw.write_json(side / f"{c.key}.json", first[1])
+        return {k: first[0][k] for k in ("training", "evaluation_seconds", "results")}
+
+    monkeypatch.setattr(sw, "run_cell", beside)
+    run([u], tmp_path / "side", others=[u, c], report=False)
+    text = (tmp_path / "side" / "summary.md").read_text()
+    assert f"| {u.name} | {u.hash} | ok |" in text and f"| {c.name} | {c.hash} | ok |" in text
+
+
+def test_headline_rows_pick_the_lowest_middle_and_highest_budget():
+    def point(bits, decode, psnr):
+        return {"codec": "diffc", "target_bits": bits, "rate_setting": {"bits": bits}, "decode": decode,
+                "bits_actual": bits + 1.0, "bpp_actual": bits / 784, "psnr": psnr, "mse": 0.1, "accuracy": 0.9,
+                "perception": {"fid": {"value": 3.0}, "f_js": {"value": 0.2}}}
+
+    budgets = (32, 64, 128, 256, 512)
+    r = {"cell": "x", "hash": "h", "note": "", "training": {"steps": 1, "seconds": 1.0, "machine": "m"},
+         "results": {"dataset": "mnist", "noise_floor": {"fid": {"value": 1.5}, "f_js": {"value": 0.05}},
+                     "points": [point(b, d, b / 10 + (d == "mse")) for b in budgets for d in ("realism", "mse")]}}
+    rows = sw.headline_rows(r)
+    assert [row[1] for row in rows] == ["32", "128", "512"] and [row[3] for row in rows] == ["33.0", "129.0", "513.0"]
+    assert rows[1][4:] == ["13.80", "12.80", "3.00 (1.50)", "0.200 (0.050)", "0.900"]  # mse, then realism
 
 
 def test_changed_protocol_changes_the_hash(monkeypatch):

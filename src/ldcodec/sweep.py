@@ -214,8 +214,7 @@ def sweep(cells: list[Cell], out: str | Path, protocol: Protocol, device: str = 
     out = Path(out)
     selected = {c.key for c in cells}
     others = [c for c in others if c.key not in selected]
-    done = {c.key: r for c in others if (r := read_cell(out / "cells" / f"{c.key}.json", c)) is not None}
-    shown = [c for c in others if c.key in done] + list(cells)
+    done = finished(out, others)
     todo = []
     for cell in cells:
         r = read_cell(out / "cells" / f"{cell.key}.json", cell)
@@ -247,11 +246,18 @@ def sweep(cells: list[Cell], out: str | Path, protocol: Protocol, device: str = 
         eta = f"ETA {_duration(left * sum(spent) / len(spent))}" if left else "done"
         what = "ok" if r["status"] == "ok" else f"FAILED ({r['error']['message'].splitlines()[0][:120]})"
         log(f"sweep [{i + 1}/{len(todo)}] {cell.name}: {what} in {_duration(spent[-1])}; {left} left, {eta}")
-        if problem := write_summary(out, shown, done, report):
+        done.update(finished(out, [c for c in others if c.key not in done]))  # a sweep beside this one
+        if problem := write_summary(out, [c for c in others if c.key in done] + list(cells), done, report):
             log(f"sweep: warning: {problem}")
-    if not todo and (problem := write_summary(out, shown, done, report)):
+    if not todo and (problem := write_summary(out, [c for c in others if c.key in done] + list(cells), done, report)):
         log(f"sweep: warning: {problem}")
     return [done.get(c.key) for c in cells]
+
+
+def finished(out: Path, cells: list[Cell]) -> dict[str, dict]:
+    """The finished results in ``out/cells`` of ``cells`` (re-read before each summary, so that sweeps
+    running side by side into one ``out``, e.g. one thread each, summarise each other's cells too)."""
+    return {c.key: r for c in cells if (r := read_cell(out / "cells" / f"{c.key}.json", c)) is not None}
 
 
 def _duration(seconds: float) -> str:
@@ -286,6 +292,26 @@ def point_rows(r: dict) -> list[dict]:
     return rows
 
 
+def headline_rows(r: dict) -> list[list[str]]:
+    """Three operating points of a finished cell (mode U: its lowest, middle and highest bit budget;
+    mode C: its one rate): actual bits, the mse decode's PSNR and accuracy, the realism decode's PSNR
+    and perception (FID and the critic's JS bound, each with its noise floor)."""
+    by: dict[tuple, dict] = {}
+    for row in point_rows(r):
+        by.setdefault((row["target_bits"], row["rate_setting"]), {})[row["decode"]] = row
+    keys = list(by)
+    out = []
+    for key in keys if len(keys) <= 3 else [keys[0], keys[len(keys) // 2], keys[-1]]:
+        m = by[key].get("mse") or next(iter(by[key].values()))
+        z = by[key].get("realism") or m
+        out.append([r["cell"], _f(m["target_bits"], ".0f"), m["rate_setting"], _f(m["bits_actual"], ".1f"),
+                    _f(m["psnr"]), _f(z["psnr"]),
+                    f"{_f(z['fid'])} ({_f(z['fid_floor'])})" if z["fid"] is not None else "",
+                    f"{_f(z['f_js'], '.3f')} ({_f(z['f_js_floor'], '.3f')})" if z["f_js"] is not None else "",
+                    _f(m["accuracy"], ".3f")])
+    return out
+
+
 def _f(v, spec: str = ".2f") -> str:
     return "" if v is None else format(v, spec)
 
@@ -297,7 +323,8 @@ def _md_table(headers: list[str], rows: list[list[str]]) -> str:
 
 
 def summary_markdown(cells: list[Cell], done: dict[str, dict]) -> str:
-    """The summary page: every cell's status and budget, its operating points, the effects table."""
+    """The summary page: every cell's status and budget, three operating points per cell, all of its
+    operating points, the effects table."""
     budget, points = [], []
     for c in cells:
         r = done.get(c.key)
@@ -324,7 +351,10 @@ def summary_markdown(cells: list[Cell], done: dict[str, dict]) -> str:
              "perception estimates with the noise floor (real vs real at the same sample size) in brackets.", "",
              "## Cells and training budgets", "",
              _md_table(["cell", "hash", "status", "steps", "train time", "eval time", "note", "machine / error"],
-                       budget), "", "## Operating points", "",
+                       budget), "", "## Three operating points per cell", "",
+             _md_table(["cell", "target bits", "rate", "bits", "PSNR (mse)", "PSNR (realism)", "FID realism (floor)",
+                        "f-JS realism (floor)", "accuracy (mse)"], [row for r in ok for row in headline_rows(r)]),
+             "", "## Operating points", "",
              _md_table(["cell", "target bits", "rate", "decode", "bits", "bpp", "PSNR", "SSIM", "FID (floor)", "f-JS (floor)",
                         "accuracy"], points), "", "## Effects of the four choices", "", EFFECTS_DEFINITION, "",
              _md_table(["dataset", "choice", "B vs A", "pairs (with overlap / matched)", "ΔPSNR at equal bits (dB)",
