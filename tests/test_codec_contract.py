@@ -128,11 +128,13 @@ BAD = {
     "format 1": lambda d, c: b"LDC1\x01" + d[5:],
     "format 3": lambda d, c: reframe(d, version=3),
     "flipped version bit": lambda d, c: flip(d, 8 * 2 + 5),
-    "payload cut short behind a valid checksum": lambda d, c: reframe(d, payload=container.read(d)[3][:-1]),
 }
 # Other damage behind a recomputed checksum (other parameters: most values are valid ones) need not
 # be detected by every codec: it must decode or raise LdcodecError, which
-# test_damage_behind_a_valid_checksum_raises_only_ldcodec_errors checks.
+# test_damage_behind_a_valid_checksum_raises_only_ldcodec_errors checks. That includes a payload cut
+# short: a shorter payload can itself be the canonical coding of other symbols (seen: a tiny model's
+# 9-byte mode U payload cut to 8 bytes decoded to other images), and the container has no payload
+# length to tell; a file cut short is refused by its checksum ("truncated").
 EXPECTED = {"other model": "checkpoint", "other codec": "written by codec", "format 1": "ldcodec 0.1",
             "format 3": "version 3", "flipped payload bit": "corrupt", "flipped header bit": "corrupt",
             "flipped version bit": "corrupt", "unknown codec": "codec id 15"}
