@@ -227,6 +227,12 @@ def sweep(cells: list[Cell], out: str | Path, protocol: Protocol, device: str = 
         else:
             todo.append(cell)
     log(f"sweep: {len(cells)} cell(s), {len(cells) - len(todo)} already finished, {len(todo)} to run into {out}")
+
+    def summarise():
+        done.update(finished(out, [c for c in others if c.key not in done]))  # a sweep beside this one
+        if problem := write_summary(out, [c for c in others if c.key in done] + list(cells), done, report):
+            log(f"sweep: warning: {problem}")
+
     spent = []
     for i, cell in enumerate(todo):
         start = time.perf_counter()
@@ -246,11 +252,9 @@ def sweep(cells: list[Cell], out: str | Path, protocol: Protocol, device: str = 
         eta = f"ETA {_duration(left * sum(spent) / len(spent))}" if left else "done"
         what = "ok" if r["status"] == "ok" else f"FAILED ({r['error']['message'].splitlines()[0][:120]})"
         log(f"sweep [{i + 1}/{len(todo)}] {cell.name}: {what} in {_duration(spent[-1])}; {left} left, {eta}")
-        done.update(finished(out, [c for c in others if c.key not in done]))  # a sweep beside this one
-        if problem := write_summary(out, [c for c in others if c.key in done] + list(cells), done, report):
-            log(f"sweep: warning: {problem}")
-    if not todo and (problem := write_summary(out, [c for c in others if c.key in done] + list(cells), done, report)):
-        log(f"sweep: warning: {problem}")
+        summarise()
+    if not todo:
+        summarise()
     return [done.get(c.key) for c in cells]
 
 
@@ -305,15 +309,18 @@ def headline_rows(r: dict) -> list[list[str]]:
         m = by[key].get("mse") or next(iter(by[key].values()))
         z = by[key].get("realism") or m
         out.append([r["cell"], _f(m["target_bits"], ".0f"), m["rate_setting"], _f(m["bits_actual"], ".1f"),
-                    _f(m["psnr"]), _f(z["psnr"]),
-                    f"{_f(z['fid'])} ({_f(z['fid_floor'])})" if z["fid"] is not None else "",
-                    f"{_f(z['f_js'], '.3f')} ({_f(z['f_js_floor'], '.3f')})" if z["f_js"] is not None else "",
+                    _f(m["psnr"]), _f(z["psnr"]), _with_floor(z, "fid", ".2f"), _with_floor(z, "f_js", ".3f"),
                     _f(m["accuracy"], ".3f")])
     return out
 
 
 def _f(v, spec: str = ".2f") -> str:
     return "" if v is None else format(v, spec)
+
+
+def _with_floor(row: dict, name: str, spec: str) -> str:
+    """``value (floor)`` of the perception estimate ``name`` of a :func:`point_rows` row; '' if absent."""
+    return "" if row[name] is None else f"{_f(row[name], spec)} ({_f(row[name + '_floor'], spec)})"
 
 
 def _md_table(headers: list[str], rows: list[list[str]]) -> str:
@@ -341,8 +348,7 @@ def summary_markdown(cells: list[Cell], done: dict[str, dict]) -> str:
                        _duration(r["evaluation_seconds"]), r.get("note", ""), t["machine"]])
         points += [[row["cell"], _f(row["target_bits"], ".0f"), row["rate_setting"], row["decode"] or "", _f(row["bits_actual"], ".1f"),
                     _f(row["bpp_actual"], ".4f"), _f(row["psnr"]), _f(row["ssim"], ".3f"),
-                    f"{_f(row['fid'], '.2f')} ({_f(row['fid_floor'], '.2f')})" if row["fid"] is not None else "",
-                    f"{_f(row['f_js'], '.3f')} ({_f(row['f_js_floor'], '.3f')})" if row["f_js"] is not None else "",
+                    _with_floor(row, "fid", ".2f"), _with_floor(row, "f_js", ".3f"),
                     _f(row["accuracy"], ".3f")] for row in point_rows(r)]
     ok = [done[c.key] for c in cells if c.key in done and done[c.key]["status"] == "ok"]
     parts = ["# Sweep summary", "",
