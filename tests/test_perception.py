@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 from scipy import integrate, stats
 
 from ldcodec.errors import LdcodecError
@@ -64,6 +65,33 @@ def test_f_divergence_of_one_law_is_near_zero_and_unknown_names_fail():
     assert abs(est.value) < 0.01 and est.ci_low < 0.005
     with pytest.raises(LdcodecError, match="choose one of"):
         f_divergence(x, y, divergence="wasserstein")
+
+
+def _far_apart(seed: int = 0, n: int = 100, dim: int = 64, shift: float = 5.0):
+    """Two small sets that differ in 8 of 64 features: a critic trained on 50 of each overfits."""
+    rng = np.random.default_rng(seed)
+    p, q = rng.normal(0, 1, (n, dim)), rng.normal(0, 1, (n, dim))
+    q[:, :8] += shift * rng.normal(size=(n, 8))
+    return p, q
+
+
+@pytest.mark.parametrize("name", ["kl", "chi2", "hellinger"])
+def test_an_overfit_critic_gives_a_finite_bound_with_a_finite_interval(name):
+    est = f_divergence(*_far_apart(), divergence=name, steps=300)
+    assert math.isfinite(est.value) and est.ci_low <= est.value <= est.ci_high, est  # KL was -inf (float32 exp)
+    assert math.isfinite(est.ci_low) and math.isfinite(est.ci_high)
+
+
+def test_a_bound_that_overflows_in_float64_is_the_vacuous_bound_not_nan(monkeypatch):
+    import ldcodec.metrics.perception as perception
+
+    class Huge(torch.nn.Module):
+        def forward(self, x):
+            return torch.full((len(x),), 1000.0)
+
+    monkeypatch.setattr(perception, "train_critic", lambda *a, **k: Huge())
+    est = f_divergence(*_far_apart(), divergence="kl", steps=1)
+    assert est.value == est.ci_low == est.ci_high == -math.inf and est.n == 50
 
 
 def _kl_gaussians(m1, s1, m2, s2):
