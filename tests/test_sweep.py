@@ -8,6 +8,7 @@ import shutil
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from ldcodec import sweep as sw
 from ldcodec.cli import main
@@ -75,6 +76,8 @@ def test_sweep_writes_cells_and_summary_then_skips_finished_cells(tmp_path, coun
     assert text.count("| ok |") == 2 and "## Effects of the four choices" in text
     assert "| mnist | mode | C vs U |" in text  # the one matched pair (these two cells differ in more)
     assert (tmp_path / "s" / "report.html").stat().st_size > 1000
+    with Image.open(tmp_path / "s" / "rd-mnist.png") as figure:
+        assert figure.format == "PNG" and figure.width > 800
     three = text.split("## Three operating points per cell")[1].split("## Operating points")[0]
     assert three.count(f"| {U_CELL} |") == 2 and three.count(f"| {C_CELL} |") == 1  # two budgets; one rung
 
@@ -171,7 +174,7 @@ def test_interrupted_cell_resumes_from_its_checkpoint(tmp_path, counted, monkeyp
     monkeypatch.setattr("ldcodec.report.render_report", broken_report)  # a report bug stops nothing
     lines = []
     (r,) = sw.sweep([cell], tmp_path / "s", PROTOCOL, known=None, progress=False, log=lines.append)
-    assert lines[-1] == "sweep: warning: report.html not rewritten (ValueError: cannot draw)"
+    assert lines[-1] == "sweep: warning: report.html or a figure not rewritten (ValueError: cannot draw)"
     assert lines[-2].startswith(f"sweep [1/1] {U_CELL}: ok in ") and (tmp_path / "s" / "summary.md").is_file()
     assert r["status"] == "ok" and r["training"]["start_step"] == 2 and r["training"]["steps"] == 6
     assert (run_dir / "latest").read_text().strip() == "ckpt-00000006"

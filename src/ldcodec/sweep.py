@@ -14,8 +14,9 @@ so a sweep on a fresh machine skips them).
 A cell that raises is recorded (``status: failed``, the message and the traceback's tail) and the
 sweep goes on; a failed cell is retried by the next sweep. After each cell the summary is rewritten:
 ``OUT/summary.md`` (budget and operating points of every cell, and the effects table of
-:func:`effects`), ``OUT/summary.csv`` (one row per operating point) and ``OUT/report.html``
-(:func:`ldcodec.report.render_report` over the finished cells).
+:func:`effects`), ``OUT/summary.csv`` (one row per operating point), ``OUT/report.html``
+(:func:`ldcodec.report.render_report` over the finished cells) and ``OUT/rd-<dataset>.png``
+(:func:`write_figure`: every cell's PSNR and accuracy against bits, one figure per dataset).
 
 The protocol (:class:`Protocol`): the first ``limit`` images of the test split; mode U at the
 fixed bit budgets per image of the dataset (``{"bits": B}`` through the ``diffc`` codec); mode C at
@@ -385,9 +386,53 @@ def write_summary(out: Path, cells: list[Cell], done: dict[str, dict], report: b
 
         try:
             render_report([r["results"] for r in ok], out / "report.html")
+            for dataset in dict.fromkeys(r["results"]["dataset"] for r in ok):
+                write_figure(out / f"rd-{dataset}.png", [r for r in ok if r["results"]["dataset"] == dataset])
         except Exception as e:  # noqa: BLE001 - the report is a view; the cells and tables are written
-            return f"report.html not rewritten ({e.__class__.__name__}: {e})"
+            return f"report.html or a figure not rewritten ({e.__class__.__name__}: {e})"
     return None
+
+
+# One colour per (networks, diffusion family) and one line style per latent, so that a reader can
+# find each of the four choices in the figure; mode U cells are lines, mode C cells squares.
+_FIGURE_COLOURS = {("mlp", "sde"): "tab:blue", ("mlp", "ddpm"): "tab:cyan", ("cnn", "sde"): "tab:red",
+                   ("cnn", "ddpm"): "tab:orange"}
+_FIGURE_LINES = {"gauss": "-", "delta": "--"}
+
+
+def write_figure(path: Path, cells: list[dict]) -> Path:
+    """PNG of one dataset's finished cells: PSNR of the mse decode (left) and the classifier's accuracy on it
+    (right) against actual bits per image, log scale; mode U cells as lines over their bit budgets, mode C
+    cells as one square each."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    fig = Figure(figsize=(12, 4.8))
+    FigureCanvasAgg(fig)
+    psnr, acc = fig.subplots(1, 2)
+    for r in cells:
+        cfg, pts = r["config"], [p for p in r["results"]["points"] if p["decode"] == "mse"]
+        pts.sort(key=lambda p: p["bits_actual"])
+        style = {"color": _FIGURE_COLOURS[(cfg["model"]["net"], cfg["diffusion"]["family"])],
+                 "linestyle": _FIGURE_LINES[cfg["model"]["latent"]], "label": r["cell"], "markersize": 5,
+                 "marker": "s" if cfg["cond"]["enabled"] else "o"}
+        bits = [p["bits_actual"] for p in pts]
+        psnr.plot(bits, [p["psnr"] for p in pts], **style)
+        if all(p.get("accuracy") is not None for p in pts):
+            acc.plot(bits, [p["accuracy"] for p in pts], **style)
+    dataset = cells[0]["results"]["dataset"]
+    for ax, label in ((psnr, "PSNR of the mse decode (dB)"), (acc, "classifier accuracy on the mse decode")):
+        ax.set_xscale("log")
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.grid(alpha=0.3)
+        ax.set(xlabel="actual bits per image (file share)", ylabel=label, title=f"{dataset}: {label}")
+    acc.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+    fig.suptitle(f"{dataset}: the grid's cells (lines: mode U budgets; squares: mode C; dashed: delta latent)",
+                 fontsize=10)
+    return write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
 
 
 # -- effects ----------------------------------------------------------------------------------
