@@ -406,7 +406,8 @@ def write_figure(path: Path, cells: list[dict]) -> Path:
     cells as one square each."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    from .report import log_rate_ticks
 
     fig = Figure(figsize=(12, 4.8))
     FigureCanvasAgg(fig)
@@ -423,10 +424,7 @@ def write_figure(path: Path, cells: list[dict]) -> Path:
             acc.plot(bits, [p["accuracy"] for p in pts], **style)
     dataset = cells[0]["results"]["dataset"]
     for ax, label in ((psnr, "PSNR of the mse decode (dB)"), (acc, "classifier accuracy on the mse decode")):
-        ax.set_xscale("log")
-        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-        ax.xaxis.set_minor_formatter(NullFormatter())
+        log_rate_ticks(ax)
         ax.grid(alpha=0.3)
         ax.set(xlabel="actual bits per image (file share)", ylabel=label, title=f"{dataset}: {label}")
     acc.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
