@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from ldcodec.baselines.learned import GDN, build_learned, rate_distortion_loss, train_learned
+from ldcodec.baselines import learned
+from ldcodec.baselines.learned import GDN, build_learned, lambda_schedule, rate_distortion_loss, train_learned
 from ldcodec.data import load_split, to_tensor
 from ldcodec.errors import LdcodecError
 
@@ -32,6 +33,25 @@ def test_training_lowers_the_rate_distortion_loss(kind, codecs, mnist):
         before = rate_distortion_loss(untrained(test, "round"), test, lam=0.01)
         after = rate_distortion_loss(codecs[kind](test, "round"), test, lam=0.01)
     assert after < 0.8 * before
+
+
+def test_a_small_lambda_warms_up_from_lambda_start_over_half_the_steps():
+    lams = [lambda_schedule(step, 100, 1e-4, 1e-2) for step in range(100)]
+    assert lams[0] == pytest.approx(1e-2) and lams[25] == pytest.approx(1e-3)
+    assert all(a > b for a, b in zip(lams[:50], lams[1:51])) and lams[50:] == [1e-4] * 50
+    assert {lambda_schedule(s, 100, 0.05, 1e-2) for s in range(100)} == {0.05}  # lambda above the start
+    assert {lambda_schedule(s, 100, 1e-4, None) for s in range(100)} == {1e-4}  # warm-up off
+
+
+def test_training_uses_the_warm_up_schedule(mnist, monkeypatch):
+    seen = []
+    loss = learned.rate_distortion_loss
+    monkeypatch.setattr(learned, "rate_distortion_loss", lambda out, x, lam: seen.append(lam) or loss(out, x, lam))
+    train_learned("factorized", mnist[0], lam=1e-4, steps=4, progress=False, **TINY)
+    assert seen == pytest.approx([1e-2, 1e-3, 1e-4, 1e-4])
+    seen.clear()
+    train_learned("factorized", mnist[0], lam=1e-4, steps=2, progress=False, lam_start=None, **TINY)
+    assert seen == [1e-4, 1e-4]
 
 
 @pytest.mark.parametrize("kind", KINDS)

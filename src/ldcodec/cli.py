@@ -188,6 +188,7 @@ def parse_qualities(text: str | None) -> dict[str, list[dict]]:
 def cmd_evaluate(a: argparse.Namespace) -> None:
     from .codecs import baselines, decode_names
     from .diffusion.decodes import knob_eta
+    from .baselines.learned import LAMBDA_START
     from .evaluate import PERCEPTION, Settings, evaluate
     from .results import write_results
 
@@ -203,7 +204,8 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
     settings = Settings(rates={"diffc": diffc, **parse_qualities(a.qualities)}, decodes=_csv(a.decodes),
                         perception=_csv(a.perception), critic_steps=a.critic_steps, baselines=chosen,
                         learned_lambdas=_csv(a.learned_lambdas, float), learned_steps=a.learned_steps,
-                        ideal_stride=a.ideal_stride, seed=a.seed,
+                        learned_lambda_start=(LAMBDA_START if a.learned_lambda_start is None
+                                              else a.learned_lambda_start or None), ideal_stride=a.ideal_stride, seed=a.seed,
                         device=a.device)
     log = Path(f"{a.output}.partial.jsonl")
     if not a.resume:
@@ -396,6 +398,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="mode U: the ideal rate's quadrature uses every n-th coding level (one denoiser call "
                         "per level and image; 4 costs a quarter, within 1%% on the exact Gaussian source)")
     e.add_argument("--learned-steps", type=int, default=2000, help="training steps of each Ballé baseline")
+    e.add_argument("--learned-lambda-start", type=float,
+                   help="a Ballé baseline with a smaller lambda starts training at this lambda (default "
+                        "0.01) and decays to its own over the first half of the steps (trained at a small "
+                        "lambda from the start it can collapse to the mean image); 0 turns the warm-up off")
     e.add_argument("--gaussian-dim", type=int, default=16, help="gaussian: source dimension")
     e.add_argument("--gaussian-ratio", type=float, default=0.7, help="gaussian: variances ratio^i, i < dim")
     e.add_argument("--seed", type=int, default=0)

@@ -40,6 +40,7 @@ from tqdm import tqdm
 from .diffusion.decodes import knob_eta
 from .metrics.bjontegaard import bd_table
 from .codecs import CODECS, baselines, decode_names, get_codec, model_codec
+from .baselines.learned import LAMBDA_START
 from .codecs.base import Codec
 from .data import load_split, to_tensor, to_uint8
 from .errors import LdcodecError
@@ -67,6 +68,7 @@ class Settings:
     baselines: tuple[str, ...] = ()
     learned_lambdas: tuple[float, ...] = (0.002, 0.01, 0.05)
     learned_steps: int = 2000
+    learned_lambda_start: float | None = LAMBDA_START
     ideal_stride: int = 1
     seed: int = 0
     device: str = "cpu"

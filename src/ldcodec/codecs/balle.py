@@ -54,7 +54,7 @@ class BalleCodec(Codec):
         """``evaluate``'s instances: one trained codec per ``settings.learned_lambdas``."""
         x = train_images()
         return [cls.train(x, lam, settings.learned_steps, device=settings.device, seed=settings.seed,
-                          progress=settings.progress) for lam in settings.learned_lambdas]
+                          progress=settings.progress, lam_start=settings.learned_lambda_start) for lam in settings.learned_lambdas]
 
     def model_id(self) -> bytes:
         return self._id
