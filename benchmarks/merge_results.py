@@ -3,9 +3,11 @@
     python benchmarks/merge_results.py OUT.json HEADER.json INPUT...
 
 Each INPUT is a results JSON or the point log (``OUTPUT.partial.jsonl``) of an evaluation stopped
-early, which contributes the rate settings it finished. The header and noise floors come from
+early, which contributes the rate settings it finished; ``PATH:CODEC,CODEC`` keeps only the points
+of those codecs (e.g. ``old.json:webp,factorized`` when a newer file replaces its hyperprior). The header and noise floors come from
 HEADER.json, a finished evaluation of the same images and estimators (their halves are the same).
-The realism/MSE ratios and the Bjøntegaard table are recomputed over the merged points.
+A point that several inputs hold (same model, codec, decode and rate
+setting) is taken from the first. The realism/MSE ratios and the Bjøntegaard table are recomputed over the merged points.
 """
 
 from __future__ import annotations
@@ -18,7 +20,17 @@ from ldcodec.metrics.bjontegaard import bd_table
 from ldcodec.results import write_results
 
 
-def points_of(path: str) -> list[dict]:
+def points_of(spec: str) -> list[dict]:
+    path, _, codecs = spec.partition(":")
+    points = points_in(path)
+    keep = set(codecs.split(",")) if codecs else None
+    missing = (keep or set()) - {p["codec"] for p in points}
+    if missing:
+        sys.exit(f"{path} has no points of {', '.join(sorted(missing))}")
+    return [p for p in points if keep is None or p["codec"] in keep]
+
+
+def points_in(path: str) -> list[dict]:
     if not path.endswith(".partial.jsonl"):
         return json.load(open(path))["points"]
     points = []
@@ -30,11 +42,22 @@ def points_of(path: str) -> list[dict]:
     return points
 
 
+def merged_points(inputs: list[str]) -> list[dict]:
+    """The points of ``inputs`` (:func:`points_of` specs) in order, each (model, codec, decode, rate) once."""
+    points, seen = [], set()
+    for p in (p for spec in inputs for p in points_of(spec)):
+        key = json.dumps([p["model"], p["codec"], p.get("decode"), p["rate_setting"]], sort_keys=True)
+        if key not in seen:  # a rate measured again in a later input counts once: the first
+            seen.add(key)
+            points.append(p)
+    return points
+
+
 def main() -> None:
     if len(sys.argv) < 4:
         sys.exit(__doc__)
     out, header, inputs = sys.argv[1], sys.argv[2], sys.argv[3:]
-    points = [p for path in inputs for p in points_of(path)]
+    points = merged_points(inputs)
     results = {**json.load(open(header)), "points": points, "realism_mse_ratio": realism_ratios(points),
                "bd": bd_table(points)}
     write_results(results, out)
