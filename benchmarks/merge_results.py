@@ -17,7 +17,7 @@ import sys
 
 from ldcodec.evaluate import realism_ratios
 from ldcodec.metrics.bjontegaard import bd_table
-from ldcodec.results import write_results
+from ldcodec.results import unique_points, write_results
 
 
 def points_of(spec: str) -> list[dict]:
@@ -44,13 +44,7 @@ def points_in(path: str) -> list[dict]:
 
 def merged_points(inputs: list[str]) -> list[dict]:
     """The points of ``inputs`` (:func:`points_of` specs) in order, each (model, codec, decode, rate) once."""
-    points, seen = [], set()
-    for p in (p for spec in inputs for p in points_of(spec)):
-        key = json.dumps([p["model"], p["codec"], p.get("decode"), p["rate_setting"]], sort_keys=True)
-        if key not in seen:  # a rate measured again in a later input counts once: the first
-            seen.add(key)
-            points.append(p)
-    return points
+    return unique_points(p for spec in inputs for p in points_of(spec))
 
 
 def main() -> None:

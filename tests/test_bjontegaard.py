@@ -73,8 +73,9 @@ def test_point_order_and_rate_unit_do_not_matter():
 @given(gains=st.lists(st.floats(0.5, 6.0), min_size=4, max_size=8),
        scale=st.floats(0.05, 20.0), shift=st.floats(-10.0, 10.0))
 def test_scaling_and_shifting_any_increasing_curve(gains, scale, shift):
+    """Any curve whose PSNR gain per doubling of rate shrinks (so that it is its own hull)."""
     rates = 30.0 * 2.0 ** np.arange(len(gains))
-    psnr = 15.0 + np.cumsum(gains)
+    psnr = 15.0 + np.cumsum(sorted(gains, reverse=True))
     assert bd_rate(rates, psnr, rates * scale, psnr) == pytest.approx((scale - 1) * 100, rel=1e-6, abs=1e-6)
     assert bd_psnr(rates, psnr, rates, psnr + shift) == pytest.approx(shift, abs=1e-6)
 
@@ -117,3 +118,21 @@ def test_bd_table_measures_every_ldcodec_curve_against_each_anchor():
     assert mse["method"] == BD_METHOD and mse["note"] is None and (mse["points"], mse["anchor_points"]) == (5, 5)
     flow = rows["flow", "hyperprior"]
     assert flow["bd_rate_pct"] is None and flow["bd_psnr_db"] is None and "at least 4" in flow["note"]
+
+
+def test_a_dominated_point_is_left_out_of_the_fit():
+    """A point with more rate and less PSNR than another (a badly trained rung) does not bend the fit."""
+    rates, psnr = list(RATES), list(PSNR)
+    worse = (rates + [rates[1] * 1.001], psnr + [psnr[1] - 2.0])
+    assert bd_psnr(RATES, PSNR, *worse) == pytest.approx(0.0, abs=1e-9)
+    assert bd_rate(*worse, RATES, PSNR) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_a_point_above_the_time_sharing_chord_is_left_out():
+    """MNIST's hyperprior: lambda 0.0002 costs 212.7 bits for 19.61 dB where lambda 0.0004 gives 21.53 dB
+    at 212.9; time-sharing 163.9 and 212.9 bits beats it, so the fit must not pass through it."""
+    hyper = [163.9, 212.7, 212.9, 351.6, 700.0], [18.14, 19.61, 21.53, 24.79, 28.0]
+    hull = [163.9, 212.9, 351.6, 700.0], [18.14, 21.53, 24.79, 28.0]
+    ours = [60.0, 120.0, 200.0, 400.0], [20.0, 24.0, 28.0, 30.0]
+    assert bd_psnr(*hyper, *ours) == pytest.approx(bd_psnr(*hull, *ours), abs=1e-9)
+    assert abs(bd_psnr(*hull, *ours)) < 10.0  # a few dB, not the +142 dB of a cubic through the step

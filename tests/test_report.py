@@ -90,7 +90,7 @@ def gaussian_results() -> dict:
         bits = d * (rate_distortion(VARIANCES, mse) + gap_bits_per_dim)
         ldcodec = kind == "ldcodec"
         return {"model": model, "codec": "diffc", "kind": kind, "mode": "U" if ldcodec else None, "decode": decode,
-                "rate_setting": {"t_stop": 0.5} if ldcodec else {},
+                "rate_setting": {"t_stop": round(0.3 + gap_bits_per_dim, 2)} if ldcodec else {},
                 **rate_fields({"ideal": bits * 0.8 if ldcodec else None, "estimated": bits * 0.9 if ldcodec else None,
                                "actual": bits, "file": bits + 120}, (1, 1, d)),
                 "mse": mse,
@@ -165,10 +165,10 @@ def test_every_image_is_an_inline_png(report):
 
 def test_figures_follow_the_data(report):
     _, _, _, checker = report
-    expected = Counter({("mnist", "psnr"): 1, ("mnist", "estimate"): 1, ("mnist", "plane-fid"): 1,
-                        ("mnist", "plane-knn_kl"): 1, ("gaussian", "psnr"): 1, ("gaussian", "estimate"): 1,
-                        ("gaussian", "rd-bound"): 1})
-    expected.update(("mnist", f"perception-{k}") for k in MNIST_ESTIMATORS)
+    m, g = "mnist, 1000 images", "gaussian, 2000 images"
+    expected = Counter({(m, "psnr"): 1, (m, "estimate"): 1, (m, "plane-fid"): 1, (m, "plane-knn_kl"): 1,
+                        (g, "psnr"): 1, (g, "estimate"): 1, (g, "rd-bound"): 1})
+    expected.update((m, f"perception-{k}") for k in MNIST_ESTIMATORS)
     assert Counter(checker.figures) == expected
 
 
@@ -290,10 +290,23 @@ def test_knob_curve_and_bjontegaard_table(tmp_path):
     text = render_report([r, anchors], tmp_path / "r.html").read_text(encoding="utf-8")
     checker = _TagChecker()
     checker.feed(text)
-    assert ("mnist", "knob-fid") in checker.figures and ("mnist", "knob-knn_kl") in checker.figures
+    assert ("mnist, 1000 images", "knob-fid") in checker.figures and ("mnist, 1000 images", "knob-knn_kl") in checker.figures
     rows = re.findall(r'<tr data-row="bd">(.*?)</tr>', text)
     cells = [re.findall(r"<td>(.*?)</td>", row) for row in rows]
     mse = {c[2]: c for c in cells if c[0] == MNIST_U and c[1] == "mse"}
     assert set(mse) == {"hyperprior", "webp"}
     assert float(mse["hyperprior"][3]) < 0 and float(mse["webp"][3]) < float(mse["hyperprior"][3])
     assert any("at least 4" in c[6] for c in cells)  # the flow curve has three points
+
+
+def test_a_probe_of_another_size_gets_its_own_section_and_a_point_two_files_hold_is_drawn_once(tmp_path):
+    """Points measured on 200 images are not drawn into the curve of 1000; a point merged into
+    two files of one size (same model, codec, decode, rate) is one row of the points table."""
+    full, again, probe = mnist_results(), mnist_results(), mnist_results()
+    probe["images"] = 200
+    text = render_report([full, again, probe], tmp_path / "r.html").read_text(encoding="utf-8")
+    sections = re.findall(r'<section class="dataset" id="ds-\d+"><h2>(.*?)</h2>(.*?)</section>', text, re.S)
+    assert [name for name, _ in sections] == ["mnist, 1000 images", "mnist, 200 images"]
+    for _, body in sections:
+        table = body.split("<h3>All points</h3>")[1]
+        assert len(re.findall(r"<tr", table)) - 1 == len(full["points"])

@@ -5,7 +5,8 @@ Output: a single HTML file that opens in a browser with no server and no network
 CSS, every figure a base64 PNG drawn with matplotlib on the Agg canvas (no pyplot, no
 global backend state), every reconstruction strip the PNG the evaluation stored.
 
-Per dataset (several results files of one dataset are drawn together) the page shows:
+Per dataset and image count (several results files of one dataset and size are drawn together, a
+point two files hold once; a 200-image probe is not drawn into a full-test-set curve) the page shows:
 
 - rate-distortion: PSNR against *actual* bpp, one line per (model, mode, decode) series,
   baselines dashed; and estimated against actual bpp for ldcodec points (DESIGN.md sec. 3);
@@ -54,7 +55,7 @@ from ldcodec.files import write_atomic
 from ldcodec.diffusion.decodes import knob_eta
 from ldcodec.metrics.bjontegaard import BD_METHOD, bd_table
 from ldcodec.metrics.gaussian_source import rate_distortion
-from ldcodec.results import load_results, rate_text, validate_results  # noqa: F401 (load_results: the report's input)
+from ldcodec.results import load_results, rate_text, section_name, unique_points, validate_results  # noqa: F401 (load_results: the report's input)
 
 DPI = 100
 
@@ -489,7 +490,7 @@ def _estimators_present(points: list[dict]) -> list[str]:
 
 
 def _dataset_html(index: int, dataset: str, results: list[dict]) -> str:
-    points = [p for r in results for p in r["points"]]
+    points = unique_points(p for r in results for p in r["points"])
     colours = _colours(points)
     estimators = _estimators_present(points)
     parts = [f'<section class="dataset" id="ds-{index}"><h2>{_esc(dataset)}</h2>\n']
@@ -529,8 +530,9 @@ table.points { font-size: 0.75em; }
 def render_report(results: list[dict], output_path: str | Path) -> Path:
     """Write the HTML report of ``results`` (results objects, e.g. from :func:`load_results`) to ``output_path``.
 
-    Results of the same ``dataset`` are drawn in one section, in order of first
-    appearance. Returns the path written. Raises :class:`LdcodecError` for no results
+    Results of the same dataset and image count (:func:`ldcodec.results.section_name`) are drawn
+    in one section, in order of first appearance; a point that several files hold is drawn once
+    (:func:`ldcodec.results.unique_points`, the first). Returns the path written. Raises :class:`LdcodecError` for no results
     or an object that is not schema ``ldcodec.results/2``.
     """
     if not results:
@@ -539,7 +541,7 @@ def render_report(results: list[dict], output_path: str | Path) -> Path:
         validate_results(r, f"results[{i}]")
     groups: dict[str, list[dict]] = {}
     for r in results:
-        groups.setdefault(r["dataset"], []).append(r)
+        groups.setdefault(section_name(r), []).append(r)
     names = ", ".join(groups)
     nav = " · ".join(f'<a href="#ds-{i}">{_esc(d)}</a>' for i, d in enumerate(groups))
     page = [f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'

@@ -42,6 +42,24 @@ def rate_text(rate: dict) -> str:
                      for k, v in rate.items()) or "fixed"
 
 
+def point_key(p: dict) -> str:
+    """What makes a point one measurement: its model, codec, decode and rate setting."""
+    return json.dumps([p["model"], p.get("codec"), p.get("decode"), p.get("rate_setting")], sort_keys=True, default=str)
+
+
+def unique_points(points: Iterable[dict]) -> list[dict]:
+    """``points`` in order, a point that several hold (same :func:`point_key`) once: the first."""
+    kept: dict[str, dict] = {}
+    for p in points:
+        kept.setdefault(point_key(p), p)
+    return list(kept.values())
+
+
+def section_name(result: dict) -> str:
+    """``mnist, 10000 images``: results are comparable only on the same dataset and image count."""
+    return f"{result['dataset']}, {result['images']} images" if result.get("images") else result["dataset"]
+
+
 # -- validation ---------------------------------------------------------------------------
 
 
