@@ -301,12 +301,15 @@ def test_knob_curve_and_bjontegaard_table(tmp_path):
 
 def test_a_probe_of_another_size_gets_its_own_section_and_a_point_two_files_hold_is_drawn_once(tmp_path):
     """Points measured on 200 images are not drawn into the curve of 1000; a point merged into
-    two files of one size (same model, codec, decode, rate) is one row of the points table."""
+    two files of one size (same model, codec, decode, rate) is one row of the points table and
+    one reconstruction strip."""
     full, again, probe = mnist_results(), mnist_results(), mnist_results()
     probe["images"] = 200
     text = render_report([full, again, probe], tmp_path / "r.html").read_text(encoding="utf-8")
     sections = re.findall(r'<section class="dataset" id="ds-\d+"><h2>(.*?)</h2>(.*?)</section>', text, re.S)
     assert [name for name, _ in sections] == ["mnist, 1000 images", "mnist, 200 images"]
+    strips = sum(p["recon_png"] is not None for p in full["points"]) + len({p["model"] for p in full["points"]})
     for _, body in sections:
         table = body.split("<h3>All points</h3>")[1]
         assert len(re.findall(r"<tr", table)) - 1 == len(full["points"])
+        assert body.count('class="strip"') == strips  # the originals once per model, a strip per point

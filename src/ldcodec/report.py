@@ -489,8 +489,16 @@ def _estimators_present(points: list[dict]) -> list[str]:
     return [k for k in ESTIMATORS if k in present] + sorted(present - ESTIMATORS.keys())
 
 
+def _without_repeats(results: list[dict]) -> list[dict]:
+    """``results`` of one section, each point that an earlier file also holds left out (figures,
+    strips, bound rows and tables then show it once)."""
+    kept = {id(p) for p in unique_points(p for r in results for p in r["points"])}
+    return [{**r, "points": [p for p in r["points"] if id(p) in kept]} for r in results]
+
+
 def _dataset_html(index: int, dataset: str, results: list[dict]) -> str:
-    points = unique_points(p for r in results for p in r["points"])
+    results = _without_repeats(results)
+    points = [p for r in results for p in r["points"]]
     colours = _colours(points)
     estimators = _estimators_present(points)
     parts = [f'<section class="dataset" id="ds-{index}"><h2>{_esc(dataset)}</h2>\n']
