@@ -192,3 +192,17 @@ def test_resume_takes_finished_points_from_the_log_and_measures_the_rest(tmp_pat
     calls.clear()
     ev.evaluate(None, "mnist", "test", 40, None, None, other, resume=log)  # another evaluation: not reused
     assert calls == [{"quality": 10}]
+
+
+def test_label_names_the_model_series_and_its_resumed_points(tmp_path):
+    """``--label`` makes two checkpoints of one config two series; points logged under another label are not reused."""
+    run = tmp_path / "run"
+    train(tiny_config("configs/grid/mnist-mlp-ddpm-uncond-gauss.yaml", "train.steps=2"), run, progress=False)
+    s = Settings(rates={"diffc": [{"t_stop": 0.5}], "jpeg": [{"quality": 50}]}, decodes=("mse",), perception=(),
+                 baselines=("jpeg",), progress=False)
+    log = tmp_path / "r.partial.jsonl"
+    first = evaluate(str(run), None, "test", 8, None, None, s, resume=log, label="lean")
+    assert [p["model"] for p in first["points"]] == ["lean", "jpeg"]
+    second = evaluate(str(run), None, "test", 8, None, None, s, resume=log, label="wide")
+    assert [p["model"] for p in second["points"]] == ["wide", "jpeg"]
+    assert evaluate(str(run), None, "test", 8, None, None, s)["points"][0]["model"] == "mnist-mlp-ddpm-uncond-gauss"

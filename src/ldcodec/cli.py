@@ -211,7 +211,8 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
     if not a.resume:
         log.unlink(missing_ok=True)
     results = evaluate(a.checkpoint, a.dataset, a.split, a.limit, a.data_root, a.classifier, settings,
-                       gaussian=(a.gaussian_dim, a.gaussian_ratio), images_dir=a.images, resume=log)
+                       gaussian=(a.gaussian_dim, a.gaussian_ratio), images_dir=a.images, resume=log,
+                       label=a.label)
     json_path, csv_path = write_results(results, a.output)
     log.unlink(missing_ok=True)
     print(f"wrote {json_path} and {csv_path}: {len(results['points'])} operating points on {results['images']} "
@@ -377,6 +378,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--images", metavar="DIR", help="evaluate on a folder of PNGs instead of a split (no labels)")
     e.add_argument("--limit", type=int, default=1000, help="images to evaluate (default 1000)")
     e.add_argument("-o", "--output", required=True, help="results JSON path (a .csv is written beside it)")
+    e.add_argument("--label", help="the model's series name in the results and report (default: the checkpoint "
+                                   "config's name); two checkpoints of one config need two labels")
     e.add_argument("--baseline", help=f"comma-separated registered codecs: {','.join(baselines())}")
     e.add_argument("--report", metavar="HTML", help="also write the HTML report of these results")
     e.add_argument("--resume", action="store_true",

@@ -276,13 +276,14 @@ def baseline_codecs(names: tuple[str, ...], image_shape: tuple[int, int, int], d
 
 def evaluate(checkpoint: str | None, dataset: str | None, split: str, limit: int | None, data_root,
              classifier_path: str | None, settings: Settings, gaussian: tuple[int, float] = (16, 0.7),
-             images_dir: str | None = None, resume: str | Path | None = None) -> dict:
+             images_dir: str | None = None, resume: str | Path | None = None, label: str | None = None) -> dict:
     """Run the whole evaluation and return the results dict (schema ``ldcodec.results/2``).
 
     ``images_dir``: evaluate on a folder of PNGs (of the dataset's size) instead of a split; they
     carry no labels, so classifier accuracy is left out. ``resume``: a :class:`PointLog` file; the
     points an interrupted run of the same evaluation finished are taken from it (the caller deletes
-    it once the results are written).
+    it once the results are written). ``label``: the model's series name in the results (default the
+    checkpoint config's ``name``), so that two checkpoints of one config stay two curves.
     """
     from .checkpoint import load_model
     from .metrics.features import evaluation_classifier
@@ -314,7 +315,7 @@ def evaluate(checkpoint: str | None, dataset: str | None, split: str, limit: int
     classifier, head["classifier"] = evaluation_classifier(dataset, classifier_path)
     x = to_tensor(images)
     measure = Measure(x, None if labels is None else torch.from_numpy(labels), classifier, settings, images=True)
-    codecs = [(model.cfg.name, model_codec(model, checkpoint, device=device, data_root=data_root,
+    codecs = [(label or model.cfg.name, model_codec(model, checkpoint, device=device, data_root=data_root,
                                            ideal_stride=settings.ideal_stride))] if model else []
     codecs += [(c.name, c) for c in baseline_codecs(settings.baselines, tuple(x.shape[1:]), dataset, data_root,
                                                     settings)]
