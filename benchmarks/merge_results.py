@@ -15,9 +15,8 @@ from __future__ import annotations
 import json
 import sys
 
-from ldcodec.evaluate import realism_ratios
 from ldcodec.metrics.bjontegaard import bd_table
-from ldcodec.results import unique_points, write_results
+from ldcodec.results import realism_ratios, unique_points, write_results
 
 
 def points_of(spec: str) -> list[dict]:

@@ -18,7 +18,7 @@ from ldcodec.errors import LdcodecError
 from ldcodec.metrics.gaussian_source import rate_distortion, rd_curve
 from ldcodec.metrics.rate import rate_fields
 from ldcodec.report import load_results, render_report
-from ldcodec.results import SCHEMA
+from ldcodec.results import SCHEMA, realism_ratios
 
 MNIST_U = "mnist-mlp-ddpm-uncond-gauss"
 MNIST_C = "mnist-cnn-sde-cond-delta"
@@ -61,6 +61,11 @@ def mnist_results() -> dict:
                 seed += 1
                 points.append(_point(model, "ldcodec", mode, decode, rate, 80.0 * (i + 1), 0.02 / (i + 1) + 0.001 * j,
                                      seed=seed))
+    realism = next(p for p in points if p["model"] == MNIST_U and p["decode"] == "realism"
+                   and p["rate_setting"] == {"t_stop": 0.4})
+    realism["mse"] = 2.6 * next(p for p in points if p["model"] == MNIST_U and p["decode"] == "mse"
+                                and p["rate_setting"] == {"t_stop": 0.4})["mse"]  # above Blau & Michaeli's 2
+    realism["psnr"] = float(-10 * np.log10(realism["mse"]))
     for i, quality in enumerate((10, 50, 90)):
         points.append(_point("jpeg", "classical", None, None, {"quality": quality}, 300.0 * (i + 1), 0.01 / (i + 1),
                              estimators=("fid", "knn_kl"), seed=100 + i))
@@ -72,12 +77,7 @@ def mnist_results() -> dict:
         "noise_floor": {k: _estimate(0.05) for k in
                         ("fid", "kid", "knn_kl", "f_kl", "f_js", "f_tv", "f_chi2", "f_hellinger")},
         "points": points,
-        "realism_mse_ratio": [
-            {"model": MNIST_U, "rate_setting": {"t_stop": 0.2}, "bpp_actual": 0.1, "mse_realism": 0.03, "mse_mse": 0.02,
-             "ratio": 1.5},
-            {"model": MNIST_U, "rate_setting": {"t_stop": 0.4}, "bpp_actual": 0.2, "mse_realism": 0.026, "mse_mse": 0.01,
-             "ratio": 2.6},
-        ],
+        "realism_mse_ratio": realism_ratios(points),
     }
 
 
@@ -301,8 +301,8 @@ def test_knob_curve_and_bjontegaard_table(tmp_path):
 
 def test_a_probe_of_another_size_gets_its_own_section_and_a_point_two_files_hold_is_drawn_once(tmp_path):
     """Points measured on 200 images are not drawn into the curve of 1000; a point merged into
-    two files of one size (same model, codec, decode, rate) is one row of the points table and
-    one reconstruction strip."""
+    two files of one size (same model, codec, decode, rate) is one row of the points table, one
+    reconstruction strip and one realism/MSE ratio row."""
     full, again, probe = mnist_results(), mnist_results(), mnist_results()
     probe["images"] = 200
     text = render_report([full, again, probe], tmp_path / "r.html").read_text(encoding="utf-8")
@@ -313,3 +313,4 @@ def test_a_probe_of_another_size_gets_its_own_section_and_a_point_two_files_hold
         table = body.split("<h3>All points</h3>")[1]
         assert len(re.findall(r"<tr", table)) - 1 == len(full["points"])
         assert body.count('class="strip"') == strips  # the originals once per model, a strip per point
+        assert body.count("<td>ratio &gt; 2</td>") == 1  # one ratio row, though both files stored it

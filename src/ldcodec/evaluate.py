@@ -45,7 +45,7 @@ from .codecs.base import Codec
 from .data import load_split, to_tensor, to_uint8
 from .errors import LdcodecError
 from .metrics import distortion, perception
-from .results import SCHEMA
+from .results import SCHEMA, realism_ratios
 from .viz import png_b64
 
 THEORY_MIN_BITS = 1.0  # Gaussian source: ideal bits per vector from which the theory check runs
@@ -211,19 +211,6 @@ def codec_points(label: str, codec: Codec, measure: Measure, s: Settings, check=
         if log is not None:
             log.add(group, points[first:])
     return points
-
-
-def realism_ratios(points: list[dict]) -> list[dict]:
-    """``MSE(realism) / MSE(mse)`` for every (model, rate setting) that has both decodes."""
-    key = lambda p: (p["model"], json.dumps(p["rate_setting"], sort_keys=True))  # noqa: E731
-    mse_points = {key(p): p for p in points if p["decode"] == "mse"}
-    out = []
-    for p in points:
-        q = mse_points.get(key(p))
-        if p["decode"] == "realism" and q is not None:
-            out.append({"model": p["model"], "rate_setting": p["rate_setting"], "bpp_actual": p["bpp_actual"],
-                        "mse_realism": p["mse"], "mse_mse": q["mse"], "ratio": p["mse"] / max(q["mse"], 1e-12)})
-    return out
 
 
 def gaussian_results(dim: int, ratio: float, n: int, s: Settings) -> dict:

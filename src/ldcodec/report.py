@@ -55,7 +55,8 @@ from ldcodec.files import write_atomic
 from ldcodec.diffusion.decodes import knob_eta
 from ldcodec.metrics.bjontegaard import BD_METHOD, bd_table
 from ldcodec.metrics.gaussian_source import rate_distortion
-from ldcodec.results import load_results, rate_text, section_name, unique_points, validate_results  # noqa: F401 (load_results: the report's input)
+from ldcodec.results import (load_results, rate_text, realism_ratios, section_name,  # noqa: F401 (load_results:
+                             unique_points, validate_results)                       # the report's input)
 
 DPI = 100
 
@@ -430,15 +431,16 @@ def _recon_html(results: list[dict]) -> str:
     return "<h3>Reconstructions</h3>\n" + "".join(blocks) if blocks else ""
 
 
-def _ratio_html(results: list[dict]) -> str:
+def _ratio_html(points: list[dict]) -> str:
+    """The realism/MSE ratio rows of a section's points (computed here, so a point that two files
+    hold is one row, whatever ratios the files stored)."""
     rows, attrs = [], []
-    for r in results:
-        for row in r.get("realism_mse_ratio") or []:
-            flagged = row["ratio"] > BLAU_MICHAELI_BOUND
-            rows.append([_esc(row.get("model", "—")), _esc(rate_text(row["rate_setting"])), _esc(_num(row["bpp_actual"])),
-                         _esc(_num(row["mse_realism"])), _esc(_num(row["mse_mse"])), _esc(_num(row["ratio"], ".3f")),
-                         "ratio &gt; 2" if flagged else "ok"])
-            attrs.append(' class="flag"' if flagged else "")
+    for row in realism_ratios(points):
+        flagged = row["ratio"] > BLAU_MICHAELI_BOUND
+        rows.append([_esc(row["model"]), _esc(rate_text(row["rate_setting"])), _esc(_num(row["bpp_actual"])),
+                     _esc(_num(row["mse_realism"])), _esc(_num(row["mse_mse"])), _esc(_num(row["ratio"], ".3f")),
+                     "ratio &gt; 2" if flagged else "ok"])
+        attrs.append(' class="flag"' if flagged else "")
     if not rows:
         return ""
     return ("<h3>Realism/MSE ratio</h3>\n<p>MSE of the realism decode over the MSE decode at the same rate; "
@@ -513,7 +515,7 @@ def _dataset_html(index: int, dataset: str, results: list[dict]) -> str:
         parts.append("<h3>Distortion-perception plane</h3>\n")
         parts += [_plane_figure(points, k, dataset) for k in planes]
         parts += [_knob_figure(points, colours, k, dataset) for k in planes]
-    parts += [_bd_html(points), _recon_html(results), _ratio_html(results), _rd_html(results, dataset),
+    parts += [_bd_html(points), _recon_html(results), _ratio_html(points), _rd_html(results, dataset),
               "<h3>All points</h3>\n", _points_table(points, estimators), "</section>\n"]
     return "".join(parts)
 

@@ -55,6 +55,20 @@ def unique_points(points: Iterable[dict]) -> list[dict]:
     return list(kept.values())
 
 
+def realism_ratios(points: list[dict]) -> list[dict]:
+    """``MSE(realism) / MSE(mse)`` for every (model, rate setting) that has both decodes: the rows of
+    ``realism_mse_ratio`` (Blau & Michaeli 2019 bound the ratio by 2 at perfect realism)."""
+    key = lambda p: (p["model"], json.dumps(p["rate_setting"], sort_keys=True))  # noqa: E731
+    mse_points = {key(p): p for p in points if p.get("decode") == "mse"}
+    out = []
+    for p in points:
+        q = mse_points.get(key(p))
+        if p.get("decode") == "realism" and q is not None:
+            out.append({"model": p["model"], "rate_setting": p["rate_setting"], "bpp_actual": p["bpp_actual"],
+                        "mse_realism": p["mse"], "mse_mse": q["mse"], "ratio": p["mse"] / max(q["mse"], 1e-12)})
+    return out
+
+
 def section_name(result: dict) -> str:
     """``mnist, 10000 images``: results are comparable only on the same dataset and image count."""
     return f"{result['dataset']}, {result['images']} images" if result.get("images") else result["dataset"]
