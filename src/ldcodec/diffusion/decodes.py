@@ -4,7 +4,12 @@
 flow     DDIM with ``eta = 0`` (Song, Meng & Ermon 2021; the probability-flow ODE's
          discretisation): deterministic
 realism  ancestral sampling (Ho et al. 2020, Alg. 2): a sample of ``p(z0 | z_t)``, the "perfect
-         realism" decode of DiffC (Theis et al. 2022), at the cost of MSE
+         realism" decode of DiffC (Theis et al. 2022), at the cost of MSE. With the DDPM
+         posterior variance and ``ceil(50 t)`` steps it under-disperses at low ``t``: on the
+         exact Gaussian source its spread around ``E[z0 | z_t]`` is 0.49-0.51 of ``Var(z0 | z_t)``
+         at t = 0.088 (5 steps) and 0.70-0.87 at t = 0.6 (``benchmarks/decode_variants.py``); on
+         the MNIST lean checkpoint, samplers with the full spread scored a worse FID
+         (``benchmarks/RESULTS.md`` section 10), so the step count stays
 mse      the denoised mean ``E[z0 | z_t]`` (Tweedie), one network call
 ======== ======================================================================================
 
