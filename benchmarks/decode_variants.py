@@ -31,10 +31,11 @@ import time
 
 import torch
 
-from ldcodec.diffusion.decodes import image_generator
+from ldcodec.diffusion.decodes import DECODE_STEPS, image_generator
 from ldcodec.diffusion.samplers import denoise, sample
 
-ANCESTRAL_STEPS = (50, 100, 400)  # sampler steps per unit of t
+ANCESTRAL_STEPS = (DECODE_STEPS, 100, 400)  # sampler steps per unit of t (the first: the realism decode's)
+SAMPLERS = (f"ancestral-{DECODE_STEPS}", "ancestral-400", "analytic-dpm")  # part 2's posterior samplers
 
 
 def _spread(z: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
@@ -73,7 +74,7 @@ def gaussian_spread(n: int = 4096) -> list[dict]:
 
 
 def _key(image_key: int, draw: int) -> int:
-    """Draw 0 is the registered realism decode's generator; draw ``d`` another, per image."""
+    """Draw 0 is the registered realism decode's generator (``DiffC.image_keys``); draw ``d`` another."""
     return image_key if draw == 0 else image_key * 64 + draw
 
 
@@ -98,7 +99,7 @@ class Variants:
         steps = max(1, math.ceil(per_t * self.t))
         return self._batched(lambda z, t, rows: sample(
             self.prior, z, t, method="ancestral", steps=steps,
-            generator=[image_generator(_key(self.codec.key * 1_000_003 + j, draw)) for j in rows]))
+            generator=[image_generator(_key(k, draw)) for k in self.codec.image_keys(rows)]))
 
     def analytic_dpm(self, stride: int, draw: int) -> torch.Tensor:
         from ldcodec.diffusion.coding_grid import LEVELS, step_densities
@@ -130,6 +131,9 @@ def trained(run: str, data_root: str | None, t_stop: float, limit: int, draws: i
     from ldcodec.metrics.features import accuracy, evaluation_classifier, features
     from ldcodec.metrics.perception import fid, noise_floor, unpaired
 
+    unknown = set(samplers) - set(SAMPLERS)
+    if unknown:  # before the minutes of compression
+        raise SystemExit(f"unknown sampler(s) {', '.join(sorted(unknown))}; choose from {', '.join(SAMPLERS)}")
     model, cfg, ckpt = load_model(run)
     codec = DiffC(model, load_or_build_tables(model, run, data_root=data_root), ideal=False)
     images, labels = load_split(cfg.data.dataset, "test", data_root, limit=limit)
@@ -139,21 +143,18 @@ def trained(run: str, data_root: str | None, t_stop: float, limit: int, draws: i
     floor = noise_floor(fid, real)
     start = time.time()
     c = codec.compress(x, {"t_stop": t_stop})
-    stop, steps, _, payload = codec._parse_params(c.params, c.payload)
-    plan = codec.plan(stop, steps)
-    z_t = codec._decode_payload(plan, payload, c.count, None).view(-1, *codec.latent_shape).float()
+    z_t, level = codec.decode_latents(c.params, c.payload, c.count)
+    z_t = z_t.float()
     head = {"part": "trained", "run": run, "checkpoint": ckpt.name, "images": len(x), "t_stop": t_stop,
-            "level": plan[-1][1], "coding_steps": steps, "bits_stream": 8 * (len(c.params) + len(c.payload)) / len(x),
+            "level": level, "coding_steps": c.rate_setting.get("coding_steps"),
+            "bits_stream": 8 * (len(c.params) + len(c.payload)) / len(x),
             "fid_floor": floor.value}
     print(f"{run} ({ckpt.name}): {len(x)} images at t {t_stop}, {head['bits_stream']:.2f} stream bits per image, "
           f"compressed in {time.time() - start:.0f} s; FID floor {floor.value:.3f}", flush=True)
-    v = Variants(codec, z_t, plan[-1][1])
+    v = Variants(codec, z_t, level)
     tweedie = v.tweedie()
-    known = {f"ancestral-{per_t}": (lambda d, p=per_t: v.ancestral(p, d)) for per_t in (50, 400)}
+    known = {f"ancestral-{per_t}": (lambda d, p=per_t: v.ancestral(p, d)) for per_t in (DECODE_STEPS, 400)}
     known["analytic-dpm"] = lambda d: v.analytic_dpm(stride, d)
-    unknown = set(samplers) - set(known)
-    if unknown:
-        raise SystemExit(f"unknown sampler(s) {', '.join(sorted(unknown))}; choose from {', '.join(known)}")
 
     def report(name: str, image: torch.Tensor, extra: dict) -> None:
         y = to_tensor(to_uint8(image.clamp(0, 1)))
@@ -174,7 +175,8 @@ def trained(run: str, data_root: str | None, t_stop: float, limit: int, draws: i
             if d == 0:
                 report(f"one sample, {name}", image, {"latent_spread": _spread(z0.flatten(1), tweedie.flatten(1)).mean().item()})
             total = total + image
-        report(f"mean of {draws} decoded samples, {name}", total / draws, {"seconds": round(time.time() - start, 1)})
+        if draws > 1:
+            report(f"mean of {draws} decoded samples, {name}", total / draws, {"seconds": round(time.time() - start, 1)})
 
 
 def main() -> None:
@@ -185,8 +187,8 @@ def main() -> None:
     p.add_argument("--limit", type=int, default=10000, help="first N test images (default all)")
     p.add_argument("--draws", type=int, default=8, help="decoded samples averaged by the mean decodes")
     p.add_argument("--stride", type=int, default=4, help="coding levels per Analytic-DPM step")
-    p.add_argument("--samplers", default="ancestral-50,ancestral-400,analytic-dpm",
-                   help="posterior samplers to compare (ancestral-50, ancestral-400: steps per unit t; analytic-dpm)")
+    p.add_argument("--samplers", default=",".join(SAMPLERS),
+                   help=f"posterior samplers to compare, of {', '.join(SAMPLERS)} (ancestral-N: N steps per unit t)")
     p.add_argument("--classifier", default=None, help="feature classifier (default: the packaged one)")
     p.add_argument("-o", "--output", default=None, help="append one JSON line per row to this file")
     a = p.parse_args()

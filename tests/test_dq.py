@@ -50,10 +50,10 @@ def test_round_trip_is_bit_exact_and_deterministic(gauss):
     from ldcodec.codecs.diffc import _step_key
     from ldcodec.diffusion.coding_grid import step_densities
 
-    stop, steps, _, body = codec._parse_params(c.params, c.payload)
-    plan = codec.plan(stop, steps)
-    z = codec._decode_payload(plan, body, c.count, None)
-    a, b, _ = plan[-1]
+    z, level = codec.decode_latents(c.params, c.payload, c.count)
+    z = z.flatten(1)
+    a, b, _ = codec.plan(*codec._parse_params(c.params, c.payload)[:2])[-1]
+    assert b == level
     delta = math.sqrt(12 * step_densities(codec.model.prior.process, codec.tables, a, b)[2])
     k = z / delta + cand.dither(codec.key, _step_key(a, b), torch.arange(N), D)
     assert z.shape == (N, D) and (k - k.round()).abs().max() < 1e-9

@@ -187,23 +187,34 @@ class DiffC(Codec):
     def decompress(self, params: bytes, payload: bytes, count: int, decode: str | None = None,
                    max_steps: int | None = None) -> torch.Tensor:
         """Payload -> images ``(N, C, H, W)``; ``max_steps`` decodes only the first steps."""
-        stop, steps, method, payload = self._parse_params(params, payload)
-        method = check_decode(decode or method, knob=True)
+        method = check_decode(decode or self._parse_params(params, payload)[2], knob=True)
+        z_all, level = self.decode_latents(params, payload, count, max_steps)
+        t_end = float(self.tables.t[level])
+        out = []
+        for i in range(0, count, self.batch_size):
+            rows = range(i, min(i + self.batch_size, count))
+            z0 = decode_latent(self.model.prior, z_all[i:rows.stop].float(),
+                               torch.full((len(rows),), t_end, device=self.device), method, None, self.image_keys(rows))
+            out.append(self.model.ae.decode(z0).cpu())
+        return torch.cat(out) if out else torch.zeros(0, *self.image_shape)
+
+    @torch.no_grad()
+    def decode_latents(self, params: bytes, payload: bytes, count: int,
+                       max_steps: int | None = None) -> tuple[torch.Tensor, int]:
+        """Payload -> ``(z, level)``: the decoded noisy latents ``(N, *latent_shape)`` float64 (the chain's
+        exact values) after the first ``max_steps`` coding steps (all: ``None``) and the coding level
+        they are at (its time is ``tables.t[level]``; level 0, ``t = 1``, when no step is decoded)."""
+        stop, steps, _, payload = self._parse_params(params, payload)
         if max_steps is not None and max_steps < 0:
             raise LdcodecError(f"--max-steps {max_steps} must be >= 0 (0 decodes z_1 alone)")
         full = self.plan(stop, steps)
         plan = full[:max_steps]
-        z_all = self._decode_payload(full, payload, count, max_steps)
-        t_end = float(self.tables.t[plan[-1][1]]) if plan else 1.0
-        out = []
-        for i in range(0, count, self.batch_size):
-            rows = slice(i, min(i + self.batch_size, count))
-            z = z_all[rows]
-            z0 = decode_latent(self.model.prior, z.view(-1, *self.latent_shape).float(),
-                               torch.full((z.shape[0],), t_end, device=self.device), method, None,
-                               [self.key * 1_000_003 + j for j in range(rows.start, rows.stop)])
-            out.append(self.model.ae.decode(z0).cpu())
-        return torch.cat(out) if out else torch.zeros(0, *self.image_shape)
+        z = self._decode_payload(full, payload, count, max_steps)
+        return z.view(-1, *self.latent_shape), (plan[-1][1] if plan else 0)
+
+    def image_keys(self, rows: range) -> list[int]:
+        """The decode keys of images ``rows`` of a file (:func:`ldcodec.diffusion.decodes.image_generator`)."""
+        return [self.key * 1_000_003 + j for j in rows]
 
     def _decode_payload(self, plan, payload: bytes, count: int, max_steps: int | None) -> torch.Tensor:
         """The payload -> ``z`` of every image after the first ``max_steps`` steps (all: ``None``),
