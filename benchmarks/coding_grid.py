@@ -50,10 +50,10 @@ def main() -> None:
         for t in (float(v) for v in a.t.split(",")):
             stop = codec.tables.level_of_time(t)
             steps = codec._steps(stop, None)
-            chains = {"dp": codec.tables.grid(stop, steps, codec.step_cost()),
+            chains = {"dp": codec.tables.grid(stop, steps, codec.sim.cost()),
                       "equal": equal_information_chain(codec.tables, stop, steps)}
             for name, levels in chains.items():
-                codec.plan = (lambda lv: lambda s, k: [(p, q, codec._step_plan(p, q))
+                codec.plan = (lambda lv: lambda s, k: [(p, q, codec.sim.plan(codec.tables, p, q))
                                                        for p, q in zip(lv[:-1], lv[1:])])(levels)
                 start = time.perf_counter()
                 c = codec.compress(x, {"t_stop": t, "decode": "mse"})
@@ -62,7 +62,7 @@ def main() -> None:
                 row = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()} CPU, "
                        f"{torch.get_num_threads()} thread(s)", "run": a.run, "n": len(x), "t_stop": c.rate_setting["t_stop"],
                        "chain": name, "steps": len(levels) - 1, "levels": levels,
-                       "predicted": codec.tables.predicted_cost(levels, codec.step_cost()) / 2**10,
+                       "predicted": codec.tables.predicted_cost(levels, codec.sim.cost()) / 2**10,
                        "ideal": float(c.ideal_bits.mean()), "estimated": float(c.estimated_bits.mean()),
                        "actual": codec.actual_bits(c, codec.frame(c)),
                        "psnr_mse_decode": float(distortion.psnr(x, y).mean()), "seconds": seconds}

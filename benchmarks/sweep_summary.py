@@ -18,6 +18,7 @@ import shutil
 from pathlib import Path
 
 from ldcodec import sweep as sw
+from ldcodec.sweep_summary import write_summary
 
 
 def main() -> None:
@@ -42,7 +43,7 @@ def main() -> None:
         if known.is_file() and not (a.out / "cells" / known.name).is_file():
             shutil.copy(known, a.out / "cells" / known.name)
     done = sw.finished(a.out, cells)
-    problem = sw.write_summary(a.out, cells, done)
+    problem = write_summary(a.out, cells, done)
     print(f"{len(done)} of {len(cells)} cells finished; summary in {a.out}" + (f" ({problem})" if problem else ""))
 
 

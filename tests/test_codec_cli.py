@@ -1,5 +1,5 @@
 """``ldcodec compress`` / ``ldcodec decompress``: agreement with the API, decoding in another process
-with another thread count (DESIGN.md §3, determinism), and user errors (exit 2, one line on
+with another thread count (docs/design.md §5, determinism), and user errors (exit 2, one line on
 stderr, no output left behind)."""
 
 from __future__ import annotations

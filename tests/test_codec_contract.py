@@ -52,7 +52,8 @@ def _build(name: str, runs: dict, train_x: torch.Tensor):
                          latent_channels=BALLE["latent_channels"], progress=False)
     run = runs["mlp-C" if name == "cdc" else "mlp-U"]
     model = load_model(run)[0]
-    model.cfg.codec.simulator = getattr(cls, "simulator", model.cfg.codec.simulator)  # diffc or diffc-dq
+    if cls.mode == "U":
+        model.cfg.codec.simulator = cls.simulator.name  # diffc or diffc-dq
     return model_codec(model, run)
 
 
@@ -318,8 +319,8 @@ def test_every_codec_decodes_identically_in_another_process(codecs, files, runs,
                 entry.update(kind="balle", path=str(tmp_path / f"{name}.pt"))
             else:
                 entry.update(kind="model", path=str(runs["mlp-C" if name == "cdc" else "mlp-U"]))
-                if getattr(codec, "simulator", None):
-                    entry["simulator"] = codec.simulator
+                if codec.mode == "U":
+                    entry["simulator"] = codec.sim.name
             spec[name] = entry
             for opts in entry["opts"]:
                 here[name + json.dumps(opts)] = codec.decompress_file(files[name][1], **opts).numpy()

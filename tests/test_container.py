@@ -125,3 +125,11 @@ def test_random_bodies_behind_a_valid_checksum_raise_only_ldcodec_errors(data):
         container.read(_sealed(b"Ld" + data))
     except LdcodecError as e:
         assert "\n" not in str(e)
+
+
+def test_codec_ids_fit_the_nibble():
+    """The container stores a codec id in 4 bits: ids above ``MAX_CODEC_ID`` (or 0) cannot be framed."""
+    assert container.MAX_CODEC_ID == 15 and max(container.PARAMS_BYTES) <= container.MAX_CODEC_ID
+    for bad in (0, container.MAX_CODEC_ID + 1, 255):
+        with pytest.raises(LdcodecError):
+            container.write(bad, MODEL, b"", b"", 1)

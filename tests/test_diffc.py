@@ -203,7 +203,7 @@ def test_plans_are_integer_functions_of_the_tables(trained):
             dims = np.sort(np.concatenate([d for d, _ in chunks]))
             assert np.array_equal(dims, np.arange(codec.dims))  # every dim in exactly one chunk
             for d, e in chunks:
-                assert len(d) == 1 or e <= codec.budget << 10  # a chunk over budget is a single dim
+                assert len(d) == 1 or e <= codec.sim.budget << 10  # a chunk over budget is a single dim
 
 
 @pytest.mark.parametrize("name", ["tiny-u", "tiny-c"])
@@ -242,11 +242,12 @@ def test_the_coding_grid_is_the_cheapest_chain():
     from itertools import combinations
 
     from ldcodec.checkpoint import read_tensors
-    from ldcodec.diffusion.coding_grid import FORBIDDEN, pfr_cost
+    from ldcodec.coding.pfr import step_cost
+    from ldcodec.diffusion.coding_grid import FORBIDDEN
 
     t = read_tensors(GOLDEN / "tiny-u" / "coding-tables.safetensors")
     tables = CodingTables.from_tensors(t, t["mse"].shape[1])
-    stop, budget = 40, pfr_cost(12)
+    stop, budget = 40, step_cost(12)
     cost = tables.step_costs(budget)
     for k in (2, 3):
         chains = [[0, *inner, stop] for inner in combinations(range(1, stop), k - 1)]

@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from ldcodec.codecs import container, model_codec
+from ldcodec.codecs import container, model_codec, simulator_codec
 from ldcodec.codecs.diffc import DiffC, load_or_build_tables
-from ldcodec.codecs.diffc_dq import DiffCDQ
 from ldcodec.coding import candidates as cand
 from ldcodec.coding import dq, range_coder
 from ldcodec.config import Config
@@ -32,7 +31,7 @@ def gaussian_model(dim: int = D, ratio: float = 0.8):
 @pytest.fixture(scope="module")
 def gauss():
     model, var = gaussian_model()
-    codec = DiffCDQ(model, load_or_build_tables(model))
+    codec = simulator_codec("dq")(model, load_or_build_tables(model))
     x = GaussianSource(tuple(var)).sample(N, seed=1).view(N, *codec.image_shape)
     c = codec.compress(x, {"t_stop": 0.1, "decode": "mse"})
     return codec, var, x, c
@@ -47,7 +46,7 @@ def test_round_trip_is_bit_exact_and_deterministic(gauss):
     again = codec.compress(x, c.rate_setting)
     assert again.payload == c.payload and again.params == c.params
     # the decoded z_t is Delta (k - w) with integer k on the last step's lattice
-    from ldcodec.codecs.diffc import _step_key
+    from ldcodec.coding.simulator import step_word
     from ldcodec.diffusion.coding_grid import step_densities
 
     z, level = codec.decode_latents(c.params, c.payload, c.count)
@@ -55,7 +54,7 @@ def test_round_trip_is_bit_exact_and_deterministic(gauss):
     a, b, _ = codec.plan(*codec._parse_params(c.params, c.payload)[:2])[-1]
     assert b == level
     delta = math.sqrt(12 * step_densities(codec.model.prior.process, codec.tables, a, b)[2])
-    k = z / delta + cand.dither(codec.key, _step_key(a, b), torch.arange(N), D)
+    k = z / delta + cand.dither(codec.key, step_word(a, b), torch.arange(N), D)
     assert z.shape == (N, D) and (k - k.round()).abs().max() < 1e-9
 
 
@@ -68,9 +67,9 @@ def test_step_noise_is_uniform_with_the_posterior_variance(gauss):
     x = GaussianSource(tuple(var)).sample(n, seed=4).view(n, *codec.image_shape)
     z0 = x.flatten(1).double()
     a, b = 0, codec.tables.level_of_time(0.2)
-    z = codec._z1(range(n))
-    base, c0, mu_p, var_q, var_p, w, centre, frac, sigma, delta = codec._step_models(z, a, b, torch.arange(n))
-    mu_q = base + c0 * z0
+    step = codec._step(codec._z1(range(n)), a, b, None, torch.arange(n))
+    w, centre, frac, sigma, delta = codec.sim._model(step)
+    mu_q, var_q = step.mu_q(z0), step.var_q
     k, z_s = dq.quantise_step(mu_q, w, delta)
     assert delta == pytest.approx(math.sqrt(12 * var_q))
     err = (z_s - mu_q).flatten()
@@ -226,7 +225,8 @@ def test_progressive_prefix_and_config_selection(gauss, tmp_path):
     assert full < part < none
     model, _ = gaussian_model()
     model.cfg.codec.simulator = "dq"
-    assert type(model_codec(model)) is DiffCDQ
+    codec = model_codec(model)
+    assert codec.sim.name == "dq" and codec.name == "diffc-dq" and codec.codec_id == 8
     with pytest.raises(LdcodecError, match="choose one of: pfr, dq"):
         from ldcodec.config import load_config
 

@@ -23,7 +23,7 @@ POINT_KEYS = {"model", "codec", "kind", "mode", "decode", "rate_setting", "mse",
 
 def test_gaussian_source_points_respect_shannon_bound():
     rates = [{"t_stop": t, "coding_steps": k} for k in (1, 2) for t in (0.5, 0.2)]
-    s = Settings(rates={"diffc": rates}, perception=(), progress=False)
+    s = Settings(mode_u=rates, perception=(), progress=False)
     r = evaluate(None, "gaussian", "test", 32, None, None, s, gaussian=(8, 0.7))
     assert r["schema"] == SCHEMA and len(r["points"]) == 12
     assert {p["model"] for p in r["points"]} == {"diffc-exact coding_steps=1", "diffc-exact coding_steps=2"}
@@ -49,7 +49,7 @@ def test_rate_accounting_bug_is_caught_on_the_gaussian_source(monkeypatch):
         return rate.rate_fields({k: None if v is None else v / 1000 for k, v in bits.items()}, image_shape)
 
     monkeypatch.setattr(base, "rate_fields", undercounting)
-    s = Settings(rates={"diffc": [{"t_stop": 0.1}]}, decodes=("mse",), perception=(), progress=False)
+    s = Settings(mode_u=[{"t_stop": 0.1}], decodes=("mse",), perception=(), progress=False)
     with pytest.raises(LdcodecError, match="rate-accounting bug"):
         evaluate(None, "gaussian", "test", 32, None, None, s, gaussian=(8, 0.7))
 
@@ -60,7 +60,7 @@ def test_mnist_model_and_baseline_end_to_end(tmp_path):
     x, y = load_split("mnist", "train", limit=512)
     clf = train_classifier(to_tensor(x), torch.from_numpy(y), epochs=1, max_steps=20, progress=False)
     save_classifier(clf, tmp_path / "clf", {"test_accuracy": 0.5})
-    s = Settings(rates={"diffc": [{"t_stop": 0.5}], "jpeg": [{"quality": 50}]}, perception=("fid", "knn_kl", "f_js"),
+    s = Settings(mode_u=[{"t_stop": 0.5}], rates={"jpeg": [{"quality": 50}]}, perception=("fid", "knn_kl", "f_js"),
                  critic_steps=20, baselines=("jpeg",), progress=False)
     r = evaluate(str(run), None, "test", 40, None, str(tmp_path / "clf"), s)
     assert [p["decode"] for p in r["points"]] == ["flow", "realism", "mse", None]
@@ -83,6 +83,21 @@ def test_mnist_model_and_baseline_end_to_end(tmp_path):
     assert len(rows) == 4 and "perception.fid.value" in rows[0] and "recon_png" not in rows[0]
     assert "rate_setting.quality" in rows[0] and "bits_file" in rows[0]
     assert np.isclose(float(rows[3]["bits_actual"]), r["points"][3]["bits_actual"])
+
+
+def test_mode_u_rates_reach_every_channel_simulator(tmp_path):
+    """The stop times asked for apply to a mode U checkpoint whatever its simulator: a dq checkpoint's
+    ``--t-values`` were keyed by the codec name ``diffc`` and silently replaced by the defaults."""
+    run = tmp_path / "run"
+    train(tiny_config("configs/grid/mnist-mlp-ddpm-uncond-gauss.yaml", "train.steps=2", "codec.simulator=dq"), run,
+          progress=False)
+    s = Settings(mode_u=[{"t_stop": 0.5}], decodes=("mse",), perception=("fid",), progress=False)
+    r = evaluate(str(run), None, "test", 8, None, None, s)
+    assert [p["codec"] for p in r["points"]] == ["diffc-dq"]
+    assert r["points"][0]["rate_setting"]["t_stop"] == pytest.approx(0.5, abs=0.03)
+    for key in ("diffc", "diffc-dq"):  # keyed by a codec's internal name, they would be ignored: refused
+        with pytest.raises(LdcodecError, match="Settings.mode_u"):
+            evaluate(str(run), None, "test", 8, None, None, Settings(rates={key: [{"t_stop": 0.5}]}, progress=False))
 
 
 def test_bits_actual_is_the_framed_files_share(monkeypatch):
@@ -198,7 +213,7 @@ def test_label_names_the_model_series_and_its_resumed_points(tmp_path):
     """``--label`` makes two checkpoints of one config two series; points logged under another label are not reused."""
     run = tmp_path / "run"
     train(tiny_config("configs/grid/mnist-mlp-ddpm-uncond-gauss.yaml", "train.steps=2"), run, progress=False)
-    s = Settings(rates={"diffc": [{"t_stop": 0.5}], "jpeg": [{"quality": 50}]}, decodes=("mse",), perception=(),
+    s = Settings(mode_u=[{"t_stop": 0.5}], rates={"jpeg": [{"quality": 50}]}, decodes=("mse",), perception=(),
                  baselines=("jpeg",), progress=False)
     log = tmp_path / "r.partial.jsonl"
     first = evaluate(str(run), None, "test", 8, None, None, s, resume=log, label="lean")

@@ -1,4 +1,5 @@
-"""The issue-10 frontier configs load, build at full size and give a finite loss on real digits."""
+"""The frontier configs (MNIST, issue 10; CIFAR-10, issue 24) load, build at full size and give a
+finite loss on real images of their dataset."""
 
 import pytest
 import torch
@@ -7,7 +8,7 @@ from ldcodec.config import load_config
 from ldcodec.data import load_split, to_tensor
 from ldcodec.model import LSGMModel
 
-from conftest import REPO
+from conftest import REPO, shared_data_root
 
 FRONTIER = sorted((REPO / "configs" / "frontier").glob("*.yaml"))
 
@@ -23,10 +24,13 @@ def test_there_is_a_mode_u_cell_and_a_mode_c_ladder():
 @pytest.mark.parametrize("path", FRONTIER, ids=[p.stem for p in FRONTIER])
 def test_config_builds_and_its_loss_is_finite(path):
     cfg = load_config(path)
-    assert cfg.data.dataset == "mnist" and cfg.model.prior == "diffusion"
+    assert cfg.model.prior == "diffusion"
+    root = None if cfg.data.dataset == "mnist" else shared_data_root()
+    if cfg.data.dataset != "mnist" and root is None:
+        pytest.skip("shared CIFAR-10 shards not found")
     torch.manual_seed(0)
     model = LSGMModel(cfg)
-    images, _ = load_split("mnist", "test", None, limit=4)
+    images, _ = load_split(cfg.data.dataset, "test", root, limit=4)
     terms = model(to_tensor(images), generator=torch.Generator().manual_seed(0))
     assert torch.isfinite(terms["loss"]) and terms["mse"].shape == (4,)
     assert (terms["rate_bits"] > 0).all() == cfg.cond.enabled
@@ -52,3 +56,17 @@ def test_mode_c_with_the_autoregressive_code_density_trains_and_codes():
     grads = [p.grad for p in model.code_density.parameters()]
     assert all(g is not None for g in grads) and any(g.abs().sum() > 0 for g in grads)
     check_codec_round_trip(model.eval(), x[:2])
+
+
+def test_channel_mult_widens_the_cnn_at_low_resolution_and_keeps_old_ids():
+    """``model.channel_mult`` 2 gives 32, 64, 128 channels at 32, 16, 8 pixels (cifar10-u); at its
+    neutral value 1 the key is left out of the portable config, so models trained before it existed
+    keep their ids."""
+    from ldcodec.config import portable_config
+
+    cfg = load_config(REPO / "configs" / "frontier" / "cifar10-u.yaml")
+    widths = sorted({m.out_channels for m in LSGMModel(cfg).ae.encoder.modules() if isinstance(m, torch.nn.Conv2d)})
+    assert widths[-3:] == [32, 64, 128] or set(widths) >= {32, 64, 128}
+    assert "channel_mult" in portable_config(cfg)["model"]
+    plain = load_config(None)
+    assert "channel_mult" not in portable_config(plain)["model"]

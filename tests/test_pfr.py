@@ -47,3 +47,40 @@ def test_samples_follow_q_on_average():
         moved += float((u * mu_q).sum())
         wanted += float((mu_q * mu_q).sum())
     assert abs(moved / wanted - 1) < 0.1
+
+
+def test_early_stop_keeps_the_full_searchs_winner_and_draws_less(monkeypatch):
+    """One image per call (its arrivals are then the same draws in both searches): the early-stopped
+    search returns the full search's index on every chunk, and many stop long before 2^log2_n
+    candidates. A bound that is too low (here: 0) stops too early and changes winners."""
+    g = torch.Generator().manual_seed(1)
+    calls, total, searched = [], 0, 0
+    real = pfr.cand.candidates
+    monkeypatch.setattr(pfr.cand, "candidates", lambda *a, **k: (calls.append(a[4]), real(*a, **k))[1])
+    for chunk in range(40):
+        m, bits = 4, 1.0 + chunk % 6
+        var_q = 0.5
+        var_p = torch.full((m,), var_q * (1 + 0.3 * (1 + chunk % 3)), dtype=torch.float64)
+        mu_q = torch.randn(1, m, generator=g, dtype=torch.float64) * math.sqrt(2 ** (2 * bits / m) - 1) * 0.7
+        alpha, beta = pfr.weights(mu_q, torch.zeros(1, m, dtype=torch.float64), var_q, var_p)
+        log2_n = pfr.log2_candidates(bits)
+        calls.clear()
+        fast = pfr.select(7, 2, chunk, log2_n, alpha, beta, torch.arange(1), torch.Generator().manual_seed(chunk))
+        drawn = sum(calls)
+        full = pfr.select(7, 2, chunk, log2_n, alpha, beta, torch.arange(1), torch.Generator().manual_seed(chunk),
+                          early_stop=False)
+        assert int(fast) == int(full)
+        assert drawn <= 1 << log2_n
+        total, searched = total + (1 << log2_n), searched + drawn
+    assert searched < 0.75 * total  # many chunks stop long before their 2^log2_n candidates
+    monkeypatch.setattr(pfr, "max_log_ratio", lambda alpha, beta: torch.zeros(beta.shape[0], dtype=torch.float64))
+    changed = sum(int(pfr.select(7, 2, c, 14, *pfr.weights(torch.full((1, 4), 3.0, dtype=torch.float64),
+                                                             torch.zeros(1, 4, dtype=torch.float64), 0.5,
+                                                             torch.full((4,), 0.6, dtype=torch.float64)),
+                                 torch.arange(1), torch.Generator().manual_seed(c))) !=
+                  int(pfr.select(7, 2, c, 14, *pfr.weights(torch.full((1, 4), 3.0, dtype=torch.float64),
+                                                             torch.zeros(1, 4, dtype=torch.float64), 0.5,
+                                                             torch.full((4,), 0.6, dtype=torch.float64)),
+                                 torch.arange(1), torch.Generator().manual_seed(c), early_stop=False))
+                  for c in range(10))
+    assert changed > 0

@@ -17,8 +17,8 @@ from PIL import Image
 from ldcodec.errors import LdcodecError
 from ldcodec.metrics.gaussian_source import rate_distortion, rd_curve
 from ldcodec.metrics.rate import rate_fields
-from ldcodec.report import load_results, render_report
-from ldcodec.results import SCHEMA, realism_ratios
+from ldcodec.report import render_report
+from ldcodec.results import SCHEMA, load_results, realism_ratios
 
 MNIST_U = "mnist-mlp-ddpm-uncond-gauss"
 MNIST_C = "mnist-cnn-sde-cond-delta"

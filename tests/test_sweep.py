@@ -12,7 +12,9 @@ from PIL import Image
 
 from ldcodec import sweep as sw
 from ldcodec.cli import main
+from ldcodec.grid_effects import effects, effects_rows, pair_effect
 from ldcodec.results import validate_results
+from ldcodec.sweep_summary import headline_rows
 from ldcodec.train import train
 
 from conftest import REPO, tiny_config
@@ -128,7 +130,7 @@ def test_headline_rows_pick_the_lowest_middle_and_highest_budget():
     r = {"cell": "x", "hash": "h", "note": "", "training": {"steps": 1, "seconds": 1.0, "machine": "m"},
          "results": {"dataset": "mnist", "noise_floor": {"fid": {"value": 1.5}, "f_js": {"value": 0.05}},
                      "points": [point(b, d, b / 10 + (d == "mse")) for b in budgets for d in ("realism", "mse")]}}
-    rows = sw.headline_rows(r)
+    rows = headline_rows(r)
     assert [row[1] for row in rows] == ["32", "128", "512"] and [row[3] for row in rows] == ["33.0", "129.0", "513.0"]
     assert rows[1][4:] == ["13.80", "12.80", "3.00 (1.50)", "0.200 (0.050)", "0.900"]  # mse, then realism
 
@@ -198,7 +200,7 @@ def test_effects_are_means_over_matched_pairs():
                fake_result("mnist", "cnn", "sde", False, "delta", curve(5)),  # +3 dB
                fake_result("mnist", "mlp", "sde", True, "gauss", [(100, 1.0)]),  # mode C, one point each:
                fake_result("mnist", "mlp", "sde", True, "delta", [(200, 2.0)])]  # no common range
-    rows = {e["choice"]: e for e in sw.effects(results)}
+    rows = {e["choice"]: e for e in effects(results)}
     latent = rows["latent"]
     assert (latent["matched"], latent["overlap"]) == (3, 2) and latent["dpsnr"] == pytest.approx(2.0)
     assert latent["dpsnr_range"] == pytest.approx((1.0, 3.0))
@@ -207,7 +209,7 @@ def test_effects_are_means_over_matched_pairs():
     net = rows["networks"]
     assert (net["matched"], net["overlap"]) == (2, 2) and net["dpsnr"] == pytest.approx(3.0)
     assert rows["diffusion"]["matched"] == 0 and rows["diffusion"]["dpsnr"] is None
-    table = {row[1]: row for row in sw.effects_rows(results)}
+    table = {row[1]: row for row in effects_rows(results)}
     assert table["latent"][3:5] == ["2 / 3", "+2.00 (+1.00 .. +3.00)"] and table["diffusion"][4] == ""
     mode = rows["mode"]  # the mode C point at 100 bits lies on the U curve's range: 3 log2(100) vs 1 dB
     assert mode["matched"] == 2 and mode["overlap"] == 2
@@ -216,8 +218,8 @@ def test_effects_are_means_over_matched_pairs():
 
 def test_pair_effect_needs_a_common_range():
     a, b = np.array([[5.0, 10.0], [6.0, 12.0]]), np.array([[7.0, 20.0], [8.0, 22.0]])
-    assert sw.pair_effect(a, b) is None and sw.pair_effect(a, np.zeros((0, 2))) is None
-    assert sw.pair_effect(a, a) == {"dpsnr": 0.0, "dbits": 0.0, "dbits_pct": 0.0}
+    assert pair_effect(a, b) is None and pair_effect(a, np.zeros((0, 2))) is None
+    assert pair_effect(a, a) == {"dpsnr": 0.0, "dbits": 0.0, "dbits_pct": 0.0}
 
 
 def test_cli_sweep_help_and_bad_glob(tmp_path, capsys):

@@ -73,8 +73,8 @@ class Autoencoder(nn.Module):
             self.encoder = MLPEncoder(image_shape, cfg.hidden, cfg.depth, out)
             self.decoder = MLPDecoder(image_shape, cfg.hidden, cfg.depth, k)
         else:
-            self.encoder = CNNEncoder(c, cfg.channels, cfg.downsample, out)
-            self.decoder = CNNDecoder(c, cfg.channels, cfg.downsample, k)
+            self.encoder = CNNEncoder(c, cfg.channels, cfg.downsample, out, cfg.channel_mult)
+            self.decoder = CNNDecoder(c, cfg.channels, cfg.downsample, k, cfg.channel_mult)
 
     @property
     def num_pixels(self) -> int:

@@ -69,9 +69,11 @@ def find_checkpoint(path: str | os.PathLike) -> Path:
     p = Path(path)
     if (p / "latest").is_file():
         p = p / (p / "latest").read_text().strip()
-    if not (p / "model.safetensors").is_file() or not (p / "config.yaml").is_file():
-        raise LdcodecError(f"{path} is not a checkpoint: expected a run folder made by `ldcodec train` "
-                           f"or its ckpt-NNNNNNNN folder (with model.safetensors and config.yaml)")
+    weights = (p / "model.safetensors").is_file() or (p / "ema.safetensors").is_file()
+    if not weights or not (p / "config.yaml").is_file():
+        raise LdcodecError(f"{path} is not a checkpoint: expected a run folder made by `ldcodec train`, "
+                           f"its ckpt-NNNNNNNN folder (with config.yaml and model.safetensors) or a shipped "
+                           f"model's folder (config.yaml and ema.safetensors)")
     return p
 
 
@@ -189,6 +191,8 @@ def load_model(path: str | os.PathLike, ema: bool = True, device: str = "cpu"):
     ckpt = find_checkpoint(path)
     cfg = load_config_of(ckpt)
     file = ckpt / ("ema.safetensors" if ema else "model.safetensors")
+    if not file.is_file():
+        raise LdcodecError(f"{ckpt} has no {file.name}: a shipped model holds the EMA weights only")
     model = build_model(cfg, file)
     load_weights(model, file)
     return model.to(device).eval(), cfg, ckpt

@@ -58,6 +58,7 @@ class ModelConfig:
     depth: int = _num(2, 1, 64)  # MLP hidden layers
     channels: int = _num(64, 1, SIZE)  # CNN base channels
     downsample: int = _num(2, 0, 8)  # CNN stride-2 stages: 28 -> 7 (MNIST), 32 -> 8 (CIFAR-10)
+    channel_mult: int = _num(1, 1, 8)  # CNN: each stride-2 stage multiplies the channels by this (cheap at full size, wide at the latent's)
     x_sigma: float = _num(0.1, 1e-6, 1e3)  # std of the Gaussian decoder p(x|z) on [0, 1] pixels (fixed variance)
     logvar_min: float = -12.0  # clamp of the Gaussian encoder's log-variance
 
@@ -276,3 +277,21 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
 def save_config(cfg: Config, path: Path) -> None:
     """Write the resolved config as YAML, atomically."""
     write_text_atomic(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+def portable_config(cfg: Config | dict) -> dict[str, dict[str, Any]]:
+    """The resolved config (a :class:`Config` or its ``to_dict()``) without this machine's paths
+    (``data.root``), as a new dict: what model ids (:mod:`ldcodec.codecs.identity`), ``--resume``'s
+    same-run check and sweep-cell hashes compare, so that moving the data changes none of them."""
+    d = cfg.to_dict() if isinstance(cfg, Config) else {s: dict(v) for s, v in cfg.items()}
+    d.get("data", {}).pop("root", None)
+    for (section, key), neutral in NEUTRAL_KEYS.items():
+        if d.get(section, {}).get(key, neutral) == neutral:
+            d.get(section, {}).pop(key, None)
+    return d
+
+
+# Keys added after models were trained and streams written, each with the value that reproduces the
+# behaviour from before it existed: :func:`portable_config` leaves such a key out at that value, so
+# the ids of existing checkpoints and the committed reference streams stay valid.
+NEUTRAL_KEYS: dict[tuple[str, str], Any] = {("model", "channel_mult"): 1}

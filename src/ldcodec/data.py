@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from .errors import LdcodecError
+from .seeds import batch_seed
 
 SHAPES = {"mnist": (28, 28, 1), "cifar10": (32, 32, 3)}
 BUILTIN = Path(__file__).parent / "assets" / "mnist-sample.npz"
@@ -339,10 +340,11 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
 class Batches:
     """Random training batches from an in-memory dataset, stateless in the step.
 
-    The global batch ``k`` (``batch_size`` images) depends only on ``(seed, k)`` and the device
-    that draws its indices, so a resumed run sees exactly the batches an uninterrupted run would
-    have seen, whatever its process count. ``batches(k, rank, world)`` is the ``rank``-th of
-    ``world`` equal slices of it (the split of a distributed sampler).
+    The global batch ``k`` (``batch_size`` images) depends only on ``(seed, k)``
+    (:func:`~ldcodec.seeds.batch_seed`) and the device that draws its indices, so a resumed run
+    sees exactly the batches an uninterrupted run would have seen, whatever its process count.
+    ``batches(k, rank, world)`` is the ``rank``-th of ``world`` equal slices of it (the split of a
+    distributed sampler).
 
     ``resident=True`` keeps the whole set on ``device`` as uint8 (MNIST 47 MB, CIFAR-10 150 MB):
     indices are drawn there and no step copies from the host. ``resident=False`` keeps it on the
@@ -367,7 +369,7 @@ class Batches:
     def __call__(self, step: int, rank: int = 0, world: int = 1) -> torch.Tensor:
         if self.batch_size % world:
             raise ValueError(f"batch of {self.batch_size} does not split into {world} equal parts")
-        g = torch.Generator(self.draw_device).manual_seed(self.seed * 1_000_003 + step)
+        g = torch.Generator(self.draw_device).manual_seed(batch_seed(self.seed, step))
         idx = torch.randint(len(self.x), (self.batch_size,), generator=g, device=self.draw_device)
         part = slice(rank * self.batch_size // world, (rank + 1) * self.batch_size // world)
         x = self.x[idx[part]]

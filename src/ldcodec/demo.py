@@ -9,6 +9,9 @@ import torch
 from .checkpoint import load_model
 from .config import load_config
 from .data import load_split, to_tensor, to_uint8
+from .files import write_atomic
+from .metrics import distortion
+from .results import rate_text
 from .viz import save_grid
 
 DEMO_CONFIG = Path(__file__).parent / "assets" / "demo.yaml"
@@ -29,30 +32,50 @@ def reconstruction_grid(checkpoint: str | Path, output: str | Path, n: int = 16,
     return save_grid([images, to_uint8(reconstruct(model, x))], output)
 
 
-def compression_grid(checkpoint: str | Path, output: str | Path, t_values=(0.4, 0.2, 0.1), n: int = 8,
+def compression_grid(checkpoint: str | Path, output: str | Path, rates=({"t_stop": 0.4}, {"t_stop": 0.2}, {"t_stop": 0.1}),
+                     n: int = 8, decodes: tuple[str, ...] | None = None, data_root: str | None = None,
                      device: str = "cpu") -> Path:
-    """Compress ``n`` test images at each stop time ``t`` (mode U) with real bits; write a PNG of
-    the originals above, per ``t``, the flow, realism and mse decodes, each row labelled with its
-    decode, stop time and actual bits per image; print the ideal, estimated and actual rates."""
+    """Compress ``n`` test images at each rate setting (``{"t_stop": t}`` or ``{"bits": b}``; mode
+    C: ``{}``, its one rate) into a real stream file beside ``output``, decode each file; write a PNG
+    of the originals above the decodes (``decodes``, default all the codec's), each row labelled with
+    its decode, rate and actual bits per image; print the ideal, estimated and actual rates."""
     from .codecs import model_codec
 
     model, cfg, _ = load_model(checkpoint, device=device)
-    images, _ = load_split(cfg.data.dataset, "test", None, limit=n)
+    images, _ = load_split(cfg.data.dataset, "test", data_root, limit=n)
     x = to_tensor(images)
     codec = model_codec(model, checkpoint, device=device)
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
     rows, labels = [images], ["originals"]
-    for t in t_values:
-        c = codec.compress(x, {"t_stop": t})
-        data = codec.frame(c)
+    for k, rate in enumerate(rates):
+        c = codec.compress(x, dict(rate))
+        stream = output.with_name(f"{output.stem}-{k}.ldc")
+        write_atomic(stream, lambda tmp: tmp.write_bytes(codec.frame(c)))
+        data = stream.read_bytes()
         r = codec.rates(c, data)
-        for decode in codec.decodes:
-            y = codec.decompress_file(data, decode=decode)
+        where = f"t={c.rate_setting['t_stop']:.2f}" if "t_stop" in c.rate_setting else rate_text(c.rate_setting)
+        for decode in decodes or codec.decodes:
+            y = codec.decompress_file(data, **({} if decode == "default" else {"decode": decode}))
             rows.append(to_uint8(y))
-            labels.append(f"{decode}, t={c.rate_setting['t_stop']:.2f}, {r['bits_actual']:.0f} bits")
-            mse = ((y - x) ** 2).mean().item()
-            print(f"t={t:<5} {decode:<8} {r['bits_actual']:7.1f} bits/image actual ({r['bpp_actual']:.3f} bpp), "
-                  f"{r['bits_estimated']:7.1f} estimated, {r['bits_ideal']:7.1f} ideal, MSE {mse:.4f}")
+            labels.append(f"{decode}, {where}, {r['bits_actual']:.0f} bits")
+            psnr = float(distortion.psnr(x, y).mean())
+            ideal = "" if r["bits_ideal"] is None else f", {r['bits_ideal']:7.1f} ideal"
+            print(f"{stream.name}: {where:<8} {decode:<8} {r['bits_actual']:7.1f} bits/image actual "
+                  f"({r['bpp_actual']:.3f} bpp), {r['bits_estimated']:7.1f} estimated{ideal}, PSNR {psnr:.2f} dB")
     return save_grid(rows, output, labels=labels)
+
+
+def quickstart(name: str, out: Path, n: int = 16, data_root: str | None = None, device: str = "cpu") -> Path:
+    """The README's first command: ``n`` test images of the shipped model ``name`` compressed at the
+    rates its card suggests (``quickstart_rates``) into real stream files, decoded by the mse decode
+    (mode C: its decoder), and a labelled picture of originals and decodes in ``out``."""
+    from . import zoo
+
+    card = zoo.card(name)
+    decodes = ("mse",) if card["mode"] == "U" else None
+    return compression_grid(zoo.model_path(name), Path(out) / f"{name}.png", card["quickstart_rates"], n=n,
+                            decodes=decodes, data_root=data_root, device=device)
 
 
 def run_demo(out: Path, steps: int | None = None, device: str = "cpu") -> None:

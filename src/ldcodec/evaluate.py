@@ -56,11 +56,14 @@ PERCEPTION = ("fid", "kid", "knn_kl", "f_kl", "f_js", "f_tv", "f_chi2", "f_helli
 class Settings:
     """What to sweep and measure (the command line's options).
 
-    ``rates``: per codec name, the rate settings to sweep (default: the codec's
-    :meth:`~ldcodec.codecs.base.Codec.default_rates`). ``decodes``: the decode methods to measure,
+    ``mode_u``: the rate settings of mode U (``t_stop`` / ``bits`` / ``coding_steps``), whichever
+    channel simulator the checkpoint's codec uses; ``rates``: per baseline codec name, its rate
+    settings (e.g. JPEG qualities). Empty means the codec's
+    :meth:`~ldcodec.codecs.base.Codec.default_rates`. ``decodes``: the decode methods to measure,
     for codecs that offer them. ``ideal_stride``: mode U's ideal-rate quadrature on every n-th level.
     """
 
+    mode_u: list[dict] = field(default_factory=list)
     rates: dict[str, list[dict]] = field(default_factory=dict)
     decodes: tuple[str, ...] = field(default_factory=decode_names)
     perception: tuple[str, ...] = PERCEPTION
@@ -75,7 +78,8 @@ class Settings:
     progress: bool = True
 
     def rates_for(self, codec: Codec) -> list[dict]:
-        return list(self.rates.get(codec.name) or codec.default_rates())
+        asked = self.mode_u if codec.mode == "U" else self.rates.get(codec.name)
+        return list(asked or codec.default_rates())
 
     def decodes_for(self, codec: Codec) -> list[str]:
         if codec.decodes == ("default",):
@@ -278,6 +282,10 @@ def evaluate(checkpoint: str | None, dataset: str | None, split: str, limit: int
     unknown = sorted(set(settings.rates) - set(CODECS))
     if unknown:
         raise LdcodecError(f"rate settings for unknown codec(s) {', '.join(unknown)}; codecs: {', '.join(CODECS)}")
+    trained = sorted(n for n in settings.rates if CODECS[n].mode is not None)
+    if trained:
+        raise LdcodecError(f"rate settings keyed by the model codec(s) {', '.join(trained)}: mode U's go to "
+                           "Settings.mode_u (whatever its channel simulator); mode C's rate is fixed by training")
     device = settings.device
     head = {"schema": SCHEMA, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "machine": f"{platform.machine()} {'GPU' if device.startswith('cuda') else 'CPU'}, torch {torch.__version__}",

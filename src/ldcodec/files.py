@@ -1,8 +1,12 @@
-"""Atomic file writes: a crash (even SIGKILL) leaves either the old file or the new one, never half of one."""
+"""Atomic file writes: a crash (even SIGKILL) leaves either the old file or the new one, never half of one.
+
+:func:`write_folder_atomic` does the same for a new folder of files: it appears whole or not at all.
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 from ldcodec.errors import LdcodecError
@@ -33,4 +37,27 @@ def write_atomic(path: Path, write, parents: bool = False) -> Path:
     finally:
         if tmp.exists():
             tmp.unlink()
+    return path
+
+
+def write_folder_atomic(path: Path, write) -> Path:
+    """Call ``write(tmp)`` on a new folder ``tmp`` beside ``path``, then rename ``tmp`` to ``path``.
+
+    ``path`` must be absent or an empty folder; a stale ``tmp`` of an interrupted run is removed
+    first, and ``tmp`` is removed if ``write`` fails. OS errors become a one-line ``LdcodecError``.
+    """
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise LdcodecError(f"{path} exists and is not an empty folder; choose a new output folder")
+    tmp = path.with_name(f".tmp-{path.name}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tmp.mkdir(parents=True)
+        write(tmp)
+        if path.exists():
+            path.rmdir()
+        tmp.replace(path)
+    except OSError as e:
+        raise LdcodecError(f"{path}: cannot write the output folder ({e.strerror or e})") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return path

@@ -2,17 +2,17 @@
 
 Input: one or more results objects of schema ``ldcodec.results/2`` (docs/results-schema.md).
 Output: a single HTML file that opens in a browser with no server and no network: inline
-CSS, every figure a base64 PNG drawn with matplotlib on the Agg canvas (no pyplot, no
-global backend state), every reconstruction strip the PNG the evaluation stored.
+CSS, every figure a base64 PNG (:mod:`ldcodec.figures`), every reconstruction strip the PNG the
+evaluation stored.
 
 Per dataset and image count (several results files of one dataset and size are drawn together, a
 point two files hold once; a 200-image probe is not drawn into a full-test-set curve) the page shows:
 
 - rate-distortion: PSNR against *actual* bpp, one line per (model, mode, decode) series,
-  baselines dashed; and estimated against actual bpp for ldcodec points (DESIGN.md sec. 3);
+  baselines dashed; and estimated against actual bpp for ldcodec points (docs/design.md §3);
 - rate-perception: one figure per perception estimator present (FID, KID, kNN KL of
   Wang, Kulkarni, Verdu 2009, the f-GAN lower bounds of Nowozin et al. 2016), with the
-  estimator's noise floor (real vs real, DESIGN.md sec. 4) as a band and 95% CIs as
+  estimator's noise floor (real vs real, docs/design.md §7) as a band and 95% CIs as
   error bars;
 - the distortion-perception plane (Blau & Michaeli, "The perception-distortion
   tradeoff", CVPR 2018): MSE against FID and against kNN KL, coloured by bpp;
@@ -22,9 +22,10 @@ point two files hold once; a 200-image probe is not drawn into a full-test-set c
   with the mse decode and Blau & Michaeli's 2 x MSE(mse) reference for perfect realism;
 - the Bjøntegaard table: BD-rate and BD-PSNR of every ldcodec curve against the hyperprior and
   WebP (:func:`ldcodec.metrics.bjontegaard.bd_table`, recomputed over the dataset's results);
-- the realism/MSE ratio table: at perfect realism the MSE is at most twice the
-  MSE-optimal one at the same rate (Blau & Michaeli, "Rethinking lossy compression: the
-  rate-distortion-perception tradeoff", ICML 2019), so ratios above 2 are flagged;
+- the realism/MSE ratio table (:func:`ldcodec.results.realism_ratios`, recomputed likewise):
+  at perfect realism the MSE is at most twice the MSE-optimal one at the same rate (Blau &
+  Michaeli, "Rethinking lossy compression: the rate-distortion-perception tradeoff", ICML
+  2019), so ratios above 2 are flagged;
 - on the Gaussian source, the Shannon bound ``R(D)`` by reverse water-filling (Cover &
   Thomas Thm 10.3.3, :mod:`ldcodec.metrics.gaussian_source`) with the measured points at
   ``bits_actual / d`` bits per dimension; a point below the bound is flagged in red;
@@ -36,49 +37,23 @@ Missing optional data (null ``ssim``, no ``perception``, no classifier, no PNGs,
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.cm import ScalarMappable
-from matplotlib.colors import Normalize
-from matplotlib.figure import Figure
-
+from ldcodec import figures
 from ldcodec.errors import LdcodecError
 from ldcodec.files import write_atomic
-from ldcodec.diffusion.decodes import knob_eta
 from ldcodec.metrics.bjontegaard import BD_METHOD, bd_table
 from ldcodec.metrics.gaussian_source import rate_distortion
-from ldcodec.results import (load_results, rate_text, realism_ratios, section_name,  # noqa: F401 (load_results:
-                             unique_points, validate_results)                       # the report's input)
+from ldcodec.results import (BLAU_MICHAELI_BOUND, rate_text, realism_ratios, section_name, series_name,
+                             unique_points, validate_results)
 
-DPI = 100
-
-#: Perception estimators in display order, with their axis labels.
-ESTIMATORS = {
-    "fid": "FID (project classifier features)",
-    "kid": "KID (project classifier features)",
-    "knn_kl": "kNN KL estimate (nats)",
-    "f_kl": "KL lower bound, f-GAN critic (nats)",
-    "f_js": "Jensen-Shannon lower bound (nats)",
-    "f_tv": "total variation lower bound",
-    "f_chi2": "Pearson chi-squared lower bound",
-    "f_hellinger": "squared Hellinger lower bound",
-}
 #: Distortion-perception planes drawn when the estimator is present.
 PLANES = ("fid", "knn_kl")
-#: ldcodec decodes: (line style, marker); baselines are dashed.
-DECODE_STYLE = {"flow": ("-", "o"), "realism": (":", "^"), "mse": ("-.", "s")}
-BASELINE_STYLE = ("--", "x")
+#: The order of an ldcodec model's reconstruction strips at one rate.
 DECODE_ORDER = {"flow": 0, "realism": 1, "mse": 2}
-BLAU_MICHAELI_BOUND = 2.0
-
 
 
 # ----------------------------------------------------------------------------- formatting
@@ -106,11 +81,6 @@ def _rate_text(p: dict) -> str:
     return rate_text(p["rate_setting"])
 
 
-def _series_name(p: dict) -> str:
-    parts = [x for x in (p.get("mode"), p.get("decode")) if x]
-    return f"{p['model']} ({', '.join(parts)})" if parts else p["model"]
-
-
 def _table(headers: list[str], rows: list[list[str]], row_attrs: list[str] | None = None, cls: str = "") -> str:
     """An HTML table; ``rows`` cells are already escaped HTML, ``row_attrs`` extra ``<tr>`` attributes."""
     attrs = row_attrs or [""] * len(rows)
@@ -119,213 +89,7 @@ def _table(headers: list[str], rows: list[list[str]], row_attrs: list[str] | Non
     return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>\n{body}</tbody></table>\n'
 
 
-# ----------------------------------------------------------------------------- figures
-
-
-@dataclass
-class _Series:
-    """Points of one (model, mode, decode), sorted by actual bpp, with their line style."""
-
-    label: str
-    colour: tuple
-    linestyle: str
-    marker: str
-    points: list[dict]
-
-
-def _colours(points: list[dict]) -> dict[str, tuple]:
-    """One colour per model name, in order of first appearance."""
-    models = list(dict.fromkeys(p["model"] for p in points))
-    cmap = matplotlib.colormaps["tab10" if len(models) <= 10 else "tab20"]
-    return {m: cmap(i % cmap.N) for i, m in enumerate(models)}
-
-
-def _series(points: list[dict], colours: dict[str, tuple]) -> list[_Series]:
-    groups: dict[tuple, list[dict]] = {}
-    for p in points:
-        groups.setdefault((p["model"], p.get("mode"), p.get("decode")), []).append(p)
-    out = []
-    for (model, _, decode), pts in groups.items():
-        ldcodec = pts[0]["kind"] == "ldcodec"
-        linestyle, marker = DECODE_STYLE.get(decode, ("-", "o")) if ldcodec else BASELINE_STYLE
-        out.append(_Series(_series_name(pts[0]), colours[model], linestyle, marker,
-                           sorted(pts, key=lambda p: p["bpp_actual"])))
-    return out
-
-
-def _axes(width: float = 8.0, height: float = 4.5) -> tuple[Figure, object]:
-    fig = Figure(figsize=(width, height))
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    ax.grid(alpha=0.3)
-    return fig, ax
-
-
-def _legend(ax) -> None:
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
-
-
-def _figure_html(fig: Figure, kind: str, dataset: str, caption: str) -> str:
-    """``fig`` as an inline PNG ``<figure>``; ``data-figure`` names its kind (one per figure)."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
-    uri = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
-    return (f'<figure class="plot" data-figure="{_esc(kind)}" data-dataset="{_esc(dataset)}">'
-            f'<img src="{uri}" alt="{_esc(caption)}"><figcaption>{_esc(caption)}</figcaption></figure>\n')
-
-
-def _plot_curves(ax, series: list[_Series], value: Callable[[dict], float | None],
-                 interval: Callable[[dict], tuple[float, float]] | None = None) -> None:
-    """One line per series of ``value(point)`` against actual bpp; error bars from ``interval``."""
-    for s in series:
-        pts = [p for p in s.points if value(p) is not None]
-        if not pts:
-            continue
-        y = [value(p) for p in pts]
-        yerr = None
-        if interval is not None:
-            lows, highs = zip(*(interval(p) for p in pts))
-            yerr = [[max(v - lo, 0.0) for v, lo in zip(y, lows)], [max(hi - v, 0.0) for v, hi in zip(y, highs)]]
-        ax.errorbar([p["bpp_actual"] for p in pts], y, yerr=yerr, color=s.colour, linestyle=s.linestyle,
-                    marker=s.marker, markersize=4, linewidth=1.2, capsize=2, label=s.label)
-
-
-def log_rate_ticks(ax) -> None:
-    """A log x axis with plain ticks at 1, 2 and 5 per decade (no crowded minor labels)."""
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
-
-    ax.set_xscale("log")
-    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    ax.xaxis.set_minor_formatter(NullFormatter())
-
-
-def _log_rate_axis(ax, points: list[dict]) -> None:
-    """Rates span decades (a learned code at 0.1 bpp, a JPEG file at 4): log scale when possible."""
-    if points and all(p["bpp_actual"] > 0 for p in points):
-        log_rate_ticks(ax)
-
-
-def _psnr_figure(points: list[dict], colours: dict, dataset: str) -> str:
-    fig, ax = _axes()
-    _plot_curves(ax, _series(points, colours), lambda p: p["psnr"])
-    _log_rate_axis(ax, points)
-    ax.set(xlabel="actual rate (bpp)", ylabel="PSNR (dB)", title=f"{dataset}: PSNR vs actual bpp")
-    _legend(ax)
-    return _figure_html(fig, "psnr", dataset, f"{dataset}: PSNR against actual bits per pixel; baselines dashed.")
-
-
-def _estimate_figure(points: list[dict], colours: dict, dataset: str) -> str:
-    """Estimated against actual bpp of ldcodec points; empty when no point has an estimate."""
-    pts = [p for p in points if p["kind"] == "ldcodec" and p.get("bpp_estimated") is not None]
-    if not pts:
-        return ""
-    fig, ax = _axes(6.5, 4.5)
-    groups: dict[tuple, list[dict]] = {}
-    for p in pts:
-        groups.setdefault((p["model"], p.get("mode")), []).append(p)
-    for (model, mode), g in groups.items():
-        ax.scatter([p["bpp_estimated"] for p in g], [p["bpp_actual"] for p in g], color=colours[model],
-                   marker="s" if mode == "C" else "o", s=18, label=f"{model} ({mode})" if mode else model)
-    top = max(max(p["bpp_estimated"], p["bpp_actual"]) for p in pts)
-    ax.plot([0, top], [0, top], color="0.3", linewidth=0.8, linestyle="--", label="actual = estimated")
-    ax.set(xlabel="estimated bpp (model densities)", ylabel="actual bpp (stream bytes × 8)",
-           title=f"{dataset}: estimated vs actual rate")
-    _legend(ax)
-    return _figure_html(fig, "estimate", dataset,
-                        f"{dataset}: estimated against actual bpp for ldcodec points; above the diagonal is coding overhead.")
-
-
-def _noise_floors(results: list[dict], key: str) -> list[dict]:
-    """The distinct noise-floor estimates for ``key`` across ``results``."""
-    floors = [(r.get("noise_floor") or {}).get(key) for r in results]
-    unique = {(f["value"], f["ci_low"], f["ci_high"]): f for f in floors if f is not None}
-    return list(unique.values())
-
-
-def _perception_figure(points: list[dict], results: list[dict], colours: dict, key: str, dataset: str) -> str:
-    fig, ax = _axes()
-    for i, floor in enumerate(_noise_floors(results, key)):
-        ax.axhspan(floor["ci_low"], floor["ci_high"], color="0.5", alpha=0.25, linewidth=0,
-                   label="noise floor, real vs real (95% CI)" if i == 0 else None)
-        ax.axhline(floor["value"], color="0.4", linewidth=0.8, linestyle=":")
-
-    def value(p: dict) -> float | None:
-        est = (p.get("perception") or {}).get(key)
-        return None if est is None else est["value"]
-
-    def interval(p: dict) -> tuple[float, float]:
-        est = p["perception"][key]
-        return est["ci_low"], est["ci_high"]
-
-    _plot_curves(ax, _series(points, colours), value, interval)
-    label = ESTIMATORS.get(key, key)
-    _log_rate_axis(ax, [p for p in points if value(p) is not None])
-    ax.set(xlabel="actual rate (bpp)", ylabel=label, title=f"{dataset}: {label} vs actual bpp")
-    _legend(ax)
-    return _figure_html(fig, f"perception-{key}", dataset,
-                        f"{dataset}: {label} against actual bpp; error bars are 95% CIs, the grey band the noise floor.")
-
-
-def _plane_figure(points: list[dict], key: str, dataset: str) -> str:
-    """MSE against one perception estimator, each point coloured by its actual bpp."""
-    pts = [p for p in points if key in (p.get("perception") or {})]
-    fig, ax = _axes(7.0, 4.5)
-    bpp = [p["bpp_actual"] for p in pts]
-    norm, cmap = Normalize(min(bpp), max(bpp)), matplotlib.colormaps["viridis"]
-    for ldcodec, marker, name in ((True, "o", "ldcodec"), (False, "X", "baselines")):
-        g = [p for p in pts if (p["kind"] == "ldcodec") == ldcodec]
-        if g:
-            ax.scatter([p["mse"] for p in g], [p["perception"][key]["value"] for p in g], c=[p["bpp_actual"] for p in g],
-                       cmap=cmap, norm=norm, marker=marker, s=28, edgecolors="0.2", linewidths=0.4, label=name)
-    if all(p["mse"] > 0 for p in pts):
-        ax.set_xscale("log")
-    fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="actual bpp")
-    label = ESTIMATORS.get(key, key)
-    ax.set(xlabel="MSE (pixels in [0, 1])", ylabel=label, title=f"{dataset}: distortion-perception plane")
-    ax.legend(fontsize=7)
-    return _figure_html(fig, f"plane-{key}", dataset, f"{dataset}: MSE against {label}, coloured by actual bpp.")
-
-
-def _knob_eta(decode: str | None) -> float | None:
-    """Where a decode sits on the flow -> realism knob: flow 0, ``eta=X`` X, realism 1, else None."""
-    if decode in ("flow", "realism"):
-        return 0.0 if decode == "flow" else 1.0
-    return knob_eta(decode) if decode else None
-
-
-def _knob_figure(points: list[dict], colours: dict, key: str, dataset: str) -> str:
-    """The decoder-side distortion-perception curve at fixed rate: one line per (model, rate setting)
-    whose stream was decoded at several points of the knob, MSE against ``key``; empty when none."""
-    groups: dict[tuple, list[dict]] = {}
-    for p in points:
-        if p["kind"] == "ldcodec" and key in (p.get("perception") or {}):
-            groups.setdefault((p["model"], rate_text(p["rate_setting"])), []).append(p)
-    curves = {k: g for k, g in groups.items() if any(knob_eta(p.get("decode") or "") is not None for p in g)}
-    if not curves:
-        return ""
-    fig, ax = _axes(7.5, 4.5)
-    markers = "osD^v<>ph*"
-    for i, ((model, setting), g) in enumerate(curves.items()):
-        line = sorted((p for p in g if _knob_eta(p.get("decode")) is not None), key=lambda p: _knob_eta(p["decode"]))
-        style = dict(color=colours[model], marker=markers[i % len(markers)])
-        ax.plot([p["mse"] for p in line], [p["perception"][key]["value"] for p in line], linewidth=1.2, markersize=4,
-                label=f"{model}, {setting}: eta 0 (flow) -> 1 (ancestral), {line[0]['bits_actual']:.0f} bits", **style)
-        for p in line:
-            ax.annotate(f"{_knob_eta(p['decode']):g}", (p["mse"], p["perception"][key]["value"]), fontsize=6,
-                        textcoords="offset points", xytext=(3, 3))
-        mse = [p for p in g if p.get("decode") == "mse"]
-        if mse:
-            ax.scatter([mse[0]["mse"]], [mse[0]["perception"][key]["value"]], s=40, facecolors="none",
-                       edgecolors=style["color"], marker="s", label=f"{model}, {setting}: mse decode")
-            ax.axvline(BLAU_MICHAELI_BOUND * mse[0]["mse"], color=style["color"], linestyle=":", linewidth=0.9,
-                       label=f"2 x MSE(mse decode): perfect realism is reachable left of it (Blau & Michaeli 2019)")
-    label = ESTIMATORS.get(key, key)
-    ax.set(xlabel="MSE (pixels in [0, 1])", ylabel=label, title=f"{dataset}: decoder-side distortion-perception at fixed rate")
-    _legend(ax)
-    return _figure_html(fig, f"knob-{key}", dataset,
-                        f"{dataset}: one stream per line decoded along DDIM's eta (labels), MSE against {label}.")
+# ----------------------------------------------------------------------------- sections
 
 
 def _bd_html(points: list[dict]) -> str:
@@ -352,26 +116,6 @@ def _rd_rows(result: dict) -> list[dict]:
         bound = rate_distortion(variances, p["mse"]) if p["mse"] > 0 else math.inf
         rows.append({"point": p, "rate": rate, "bound": bound, "gap": rate - bound, "below": rate < bound})
     return rows
-
-
-def _rd_figure(result: dict, rows: list[dict], dataset: str) -> str:
-    bound = result["rd_bound"]
-    fig, ax = _axes(7.0, 4.5)
-    curve = sorted(zip(bound["distortion"], bound["rate_bits_per_dim"]))
-    ax.plot(*zip(*curve), color="k", linewidth=1.5, label="Shannon R(D), reverse water-filling")
-    for below, style in ((False, dict(color="tab:blue", marker="o", label="measured (real bits)")),
-                         (True, dict(color="red", marker="X", label="below R(D): bits missing from the count"))):
-        g = [r for r in rows if r["below"] == below]
-        if g:
-            ax.scatter([r["point"]["mse"] for r in g], [r["rate"] for r in g], s=30, zorder=3, **style)
-    ax.set(xlabel="distortion D (MSE per dimension)", ylabel="rate (bits per dimension)",
-           title=f"{dataset}: measured points and the Shannon bound (d = {len(bound['variances'])})")
-    _legend(ax)
-    return _figure_html(fig, "rd-bound", dataset,
-                        f"{dataset}: rate bits_actual / d against MSE; no code can lie below the black curve.")
-
-
-# ----------------------------------------------------------------------------- sections
 
 
 def _summary_html(results: list[dict]) -> str:
@@ -454,8 +198,8 @@ def _rd_html(results: list[dict], dataset: str) -> str:
         if r.get("rd_bound") is None:
             continue
         rd = _rd_rows(r)
-        parts.append(_rd_figure(r, rd, dataset))
-        rows = [[_esc(_series_name(x["point"])), _esc(_rate_text(x["point"])), _esc(_num(x["point"]["mse"])),
+        parts.append(figures.rd_figure(r, rd, dataset))
+        rows = [[_esc(series_name(x["point"])), _esc(_rate_text(x["point"])), _esc(_num(x["point"]["mse"])),
                  _esc(_num(x["rate"])), _esc(_num(x["bound"])), _esc(_num(x["gap"], "+.4f")),
                  "below R(D)" if x["below"] else "ok"] for x in rd]
         attrs = [' class="below-bound"' if x["below"] else "" for x in rd]
@@ -488,7 +232,7 @@ def _points_table(points: list[dict], estimators: list[str]) -> str:
 
 def _estimators_present(points: list[dict]) -> list[str]:
     present = {k for p in points for k in (p.get("perception") or {})}
-    return [k for k in ESTIMATORS if k in present] + sorted(present - ESTIMATORS.keys())
+    return [k for k in figures.ESTIMATORS if k in present] + sorted(present - figures.ESTIMATORS.keys())
 
 
 def _without_repeats(results: list[dict]) -> list[dict]:
@@ -501,20 +245,20 @@ def _without_repeats(results: list[dict]) -> list[dict]:
 def _dataset_html(index: int, dataset: str, results: list[dict]) -> str:
     results = _without_repeats(results)
     points = [p for r in results for p in r["points"]]
-    colours = _colours(points)
+    colours = figures.model_colours(points)
     estimators = _estimators_present(points)
     parts = [f'<section class="dataset" id="ds-{index}"><h2>{_esc(dataset)}</h2>\n']
     if points:
-        parts += ["<h3>Rate-distortion</h3>\n", _psnr_figure(points, colours, dataset),
-                  _estimate_figure(points, colours, dataset)]
+        parts += ["<h3>Rate-distortion</h3>\n", figures.psnr_figure(points, colours, dataset),
+                  figures.estimate_figure(points, colours, dataset)]
     if estimators:
         parts.append("<h3>Rate-perception</h3>\n")
-        parts += [_perception_figure(points, results, colours, k, dataset) for k in estimators]
+        parts += [figures.perception_figure(points, results, colours, k, dataset) for k in estimators]
     planes = [k for k in PLANES if k in estimators]
     if planes:
         parts.append("<h3>Distortion-perception plane</h3>\n")
-        parts += [_plane_figure(points, k, dataset) for k in planes]
-        parts += [_knob_figure(points, colours, k, dataset) for k in planes]
+        parts += [figures.plane_figure(points, k, dataset) for k in planes]
+        parts += [figures.knob_figure(points, colours, k, dataset) for k in planes]
     parts += [_bd_html(points), _recon_html(results), _ratio_html(points), _rd_html(results, dataset),
               "<h3>All points</h3>\n", _points_table(points, estimators), "</section>\n"]
     return "".join(parts)
@@ -538,12 +282,13 @@ table.points { font-size: 0.75em; }
 
 
 def render_report(results: list[dict], output_path: str | Path) -> Path:
-    """Write the HTML report of ``results`` (results objects, e.g. from :func:`load_results`) to ``output_path``.
+    """Write the HTML report of ``results`` (results objects, e.g. from
+    :func:`ldcodec.results.load_results`) to ``output_path``.
 
     Results of the same dataset and image count (:func:`ldcodec.results.section_name`) are drawn
     in one section, in order of first appearance; a point that several files hold is drawn once
-    (:func:`ldcodec.results.unique_points`, the first). Returns the path written. Raises :class:`LdcodecError` for no results
-    or an object that is not schema ``ldcodec.results/2``.
+    (:func:`ldcodec.results.unique_points`, the first). Returns the path written. Raises
+    :class:`LdcodecError` for no results or an object that is not schema ``ldcodec.results/2``.
     """
     if not results:
         raise LdcodecError("no results to report; pass one or more results.json files from `ldcodec evaluate`")

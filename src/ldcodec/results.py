@@ -55,9 +55,20 @@ def unique_points(points: Iterable[dict]) -> list[dict]:
     return list(kept.values())
 
 
+def series_name(p: dict) -> str:
+    """``diffc (U, flow)``: a point's curve, its model with its mode and decode."""
+    parts = [x for x in (p.get("mode"), p.get("decode")) if x]
+    return f"{p['model']} ({', '.join(parts)})" if parts else p["model"]
+
+
+#: At perfect realism the MSE is at most twice the MSE-optimal one at the same rate (Blau & Michaeli,
+#: "Rethinking lossy compression: the rate-distortion-perception tradeoff", ICML 2019).
+BLAU_MICHAELI_BOUND = 2.0
+
+
 def realism_ratios(points: list[dict]) -> list[dict]:
     """``MSE(realism) / MSE(mse)`` for every (model, rate setting) that has both decodes: the rows of
-    ``realism_mse_ratio`` (Blau & Michaeli 2019 bound the ratio by 2 at perfect realism)."""
+    ``realism_mse_ratio`` (at most :data:`BLAU_MICHAELI_BOUND` at perfect realism)."""
     key = lambda p: (p["model"], json.dumps(p["rate_setting"], sort_keys=True))  # noqa: E731
     mse_points = {key(p): p for p in points if p.get("decode") == "mse"}
     out = []

@@ -3,7 +3,7 @@
 Randomness. Everything random in a step is drawn from generators seeded by the step: the global
 batch of ``train.batch_size`` images and its flips by ``(train.seed, step)`` (:class:`Batches`),
 the reparameterisation noise, diffusion times and code noise of process ``rank`` by
-:func:`noise_seed` ``(train.seed, step, rank)``. The optimiser state is checkpointed.
+:func:`~ldcodec.seeds.noise_seed` ``(train.seed, step, rank)``. The optimiser state is checkpointed.
 
 What holds:
 
@@ -20,7 +20,7 @@ What holds:
   A model whose step draws no noise (delta latent, N(0, I) prior) trains to the same weights
   under any ``N`` within floating-point rounding.
 
-Speed (DESIGN.md section 8): bf16 autocast on CUDA, ``torch.compile`` on request, channels-last
+Speed (``docs/design.md`` §8): bf16 autocast on CUDA, ``torch.compile`` on request, channels-last
 for the CNN cells on CUDA, the dataset kept on the device when it fits, and no host-device
 synchronisation in a step except at logging and checkpoint steps (the finiteness check of the
 loss accumulates on the device). Metrics go to ``OUT/metrics.jsonl`` and TensorBoard events in
@@ -47,11 +47,12 @@ from tqdm import tqdm
 
 from . import distributed
 from .checkpoint import check_device, find_checkpoint, load_config_of, load_weights, read_tensors, save_checkpoint
-from .config import Config, save_config
+from .config import Config, portable_config, save_config
 from .data import Batches, load_split
 from .errors import LdcodecError
 from .files import write_text_atomic
 from .model import LSGMModel
+from .seeds import noise_seed
 
 LOGGED = ("loss", "bpd", "mse", "rec", "entropy", "ce", "rate_bits")
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -65,11 +66,6 @@ def lr_factor(step: int, cfg: Config) -> float:
         return (step + 1) / t.warmup
     progress = (step - t.warmup) / max(1, t.steps - t.warmup)
     return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-
-def noise_seed(seed: int, step: int, rank: int) -> int:
-    """Seed of process ``rank``'s noise generator at ``step`` (rank 0: ``seed * 7919 + step``)."""
-    return seed * 7919 + step + (rank << 40)
 
 
 def ema_update(ema: dict[str, torch.Tensor], model: torch.nn.Module, decay: float, step: int) -> None:
@@ -158,9 +154,8 @@ def _remove_stale_temporaries(out: Path) -> None:
 
 
 def _check_same_run(cfg: Config, run_cfg: Config, out: Path) -> None:
-    a, b = cfg.to_dict(), run_cfg.to_dict()
+    a, b = portable_config(cfg), portable_config(run_cfg)
     a["train"].pop("steps"), b["train"].pop("steps")
-    a["data"].pop("root"), b["data"].pop("root")
     if a != b:
         diff = [f"{s}.{k}" for s in a for k in a[s] if a[s][k] != b[s][k]]
         raise LdcodecError(f"--resume: the config differs from the run in {out} ({', '.join(diff)}); "

@@ -9,7 +9,8 @@ of the stream decodes to garbage. Ballé et al. 2019 make the network that feeds
 model integer, so that encoder and decoder compute the same thing on any machine.
 
 What :class:`IntegerScaleNet` does (a fixed-point conversion of the trained float ``h_s``,
-made once by :meth:`IntegerScaleNet.update`, i.e. by ``HyperpriorCodec.update_tables``):
+made once by :meth:`IntegerScaleNet.update`, i.e. by
+:meth:`ldcodec.baselines.learned.HyperpriorModel.update_tables`):
 
 - weights become integers ``W_q = round(W * 2**WEIGHT_BITS)``; the input ``z_hat`` is integer
   (clamped to ``[-Z_MAX, Z_MAX]``), hidden activations are integers on the grid

@@ -1,4 +1,4 @@
-"""Learned transform-coding baselines: Ballé et al. factorised-prior and scale-hyperprior codecs.
+"""Learned transform-coding baselines: the networks of Ballé et al.'s factorised-prior and scale-hyperprior codecs.
 
 - ``"factorized"``: Ballé, Laparra, Simoncelli 2017, "End-to-end optimized image
   compression": ``y = g_a(x)``, ``y_hat = round(y)`` entropy-coded with a learned
@@ -24,10 +24,11 @@ first half of the steps (:func:`lambda_schedule`): trained at its target from th
 MNIST hyperprior at ``lambda`` 0.0003 collapses to the mean image (10.5 dB after 3000 steps: the
 rate term wins before the decoder learns anything), while the warm-up gives 20.5 dB.
 
-Bits are real: :meth:`LearnedCodec.compress` writes one range-coded stream per image
-(``constriction`` through :mod:`ldcodec.coding.range_coder`, integer tables fixed after
-training by ``update_tables``); for the hyperprior the ``z`` and ``y`` symbols share
-the stream (first in, first out), so there is one flush and no length field. The image
+The codecs that ship these networks are :mod:`ldcodec.codecs.balle` (``factorized`` and
+``hyperprior``): they code a file's images with one range coder (``constriction`` through
+:mod:`ldcodec.coding.range_coder`, integer tables fixed after training by ``update_tables``)
+through :meth:`LearnedModel.write_images` and :meth:`LearnedModel.read_images`, image after
+image; for the hyperprior an image's ``z`` symbols come before its ``y`` symbols. The image
 size is not in the stream: the decoder is given it, as the dataset fixes it (as in
 CompressAI). The hyperprior's scale bins come from an integer version of ``h_s``
 (:mod:`ldcodec.baselines.integer_net`, after Ballé, Johnston & Minnen 2019), an exact
@@ -82,8 +83,8 @@ def _up(c_in: int, c_out: int) -> nn.ConvTranspose2d:
     return nn.ConvTranspose2d(c_in, c_out, 5, stride=2, padding=2, output_padding=1)
 
 
-class LearnedCodec(nn.Module):
-    """Shared parts: transforms ``g_a``/``g_s``, padding, per-image streams. Subclasses add the entropy model.
+class LearnedModel(nn.Module):
+    """Shared parts: transforms ``g_a``/``g_s``, padding, coding of symbols. Subclasses add the entropy model.
 
     Args:
         image_channels: ``C`` (1 for MNIST, 3 for CIFAR-10).
@@ -123,13 +124,11 @@ class LearnedCodec(nn.Module):
         raise NotImplementedError
 
     def latent_symbols(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The integer symbols sent for one image ``(1, C, H, W)``: ``y`` (and ``z``), integer-valued floats."""
-        raise NotImplementedError
-
-    def _write(self, encoder: range_coder.RangeEncoder, symbols: dict[str, torch.Tensor]) -> None:
+        """The integer symbols sent for images ``(B, C, H, W)``: ``y`` (and ``z``), ``(B, ...)`` integer-valued floats."""
         raise NotImplementedError
 
     def _read(self, decoder: range_coder.RangeDecoder, image_size: tuple[int, int]) -> dict[str, torch.Tensor]:
+        """The next image's symbols from ``decoder`` (of :meth:`write_images`), each ``(1, ...)``."""
         raise NotImplementedError
 
     def _latent_shape(self, image_size: tuple[int, int]) -> tuple[int, int, int, int]:
@@ -138,29 +137,12 @@ class LearnedCodec(nn.Module):
 
     def _require_cpu(self) -> None:
         if any(p.device.type != "cpu" for p in self.parameters()):
-            raise LdcodecError("move the learned codec to the CPU (codec.cpu()) before compress/decompress: "
+            raise LdcodecError("move the learned model to the CPU (model.cpu()) before coding: "
                                "the entropy coder's probabilities must be computed identically at both ends")
 
-    @torch.no_grad()
-    def compress(self, x: torch.Tensor) -> list[bytes]:
-        """``(B, C, H, W)`` images in ``[0, 1]`` -> one byte stream per image (its real size is the rate)."""
-        self._require_cpu()
-        streams = []
-        for image in x.cpu().split(1):
-            encoder = range_coder.new_encoder()
-            self._write(encoder, self.latent_symbols(image))
-            streams.append(range_coder.encoder_bytes(encoder))
-        return streams
-
-    @torch.no_grad()
-    def decode_symbols(self, data: bytes, image_size: tuple[int, int]) -> dict[str, torch.Tensor]:
-        """One stream -> the symbols :meth:`latent_symbols` gave the encoder (exactly)."""
-        self._require_cpu()
-        return self._read(range_coder.decoder_from_bytes(data), image_size)
-
     def _symbol_tables(self, symbols: dict[str, torch.Tensor]) -> list[tuple[str, np.ndarray, range_coder.Tables]]:
-        """What one image's stream holds, in order: ``(name, table index (B, m), tables)`` per symbol
-        tensor of ``B`` images (the same choice of tables as :meth:`_write`, for a whole batch)."""
+        """What each image's part of the stream holds, in order: ``(name, table index (B, m), tables)``
+        per symbol tensor of ``B`` images (the tables :meth:`_read` reads it with)."""
         raise NotImplementedError
 
     @torch.no_grad()
@@ -196,12 +178,6 @@ class LearnedCodec(nn.Module):
         """Decoded ``y`` ``(B, ...)`` -> ``(B, C, H, W)`` reconstructions in ``[0, 1]``."""
         return self.g_s(y)[..., : image_size[0], : image_size[1]].clamp(0, 1)
 
-    @torch.no_grad()
-    def decompress(self, streams: list[bytes], image_size: tuple[int, int]) -> torch.Tensor:
-        """Streams of :meth:`compress` and the image ``(H, W)`` -> ``(B, C, H, W)`` reconstructions in ``[0, 1]``."""
-        images = [self.g_s(self.decode_symbols(data, image_size)["y"]) for data in streams]
-        return torch.cat(images)[..., : image_size[0], : image_size[1]].clamp(0, 1)
-
     def update_tables(self) -> None:
         """Fix the integer coding tables of every entropy model (after training, before coding)."""
         for module in self.modules():
@@ -210,15 +186,11 @@ class LearnedCodec(nn.Module):
 
 
 def _channel_index(shape: torch.Size | tuple[int, ...]) -> np.ndarray:
-    """Table index of each entry of a ``(1, c, h, w)`` tensor, flattened: its channel."""
+    """Table index of each entry of a ``(B, c, h, w)`` tensor, flattened: its channel."""
     return np.broadcast_to(np.arange(shape[1]).reshape(1, -1, 1, 1), shape).reshape(-1)
 
 
-def _flat(symbols: torch.Tensor) -> np.ndarray:
-    return symbols.reshape(-1).numpy().astype(np.int64)
-
-
-class FactorizedPriorCodec(LearnedCodec):
+class FactorizedPriorModel(LearnedModel):
     """Ballé et al. 2017: ``y_hat`` coded with a per-channel factorised density."""
 
     kind, stride = "factorized", 4
@@ -234,10 +206,6 @@ class FactorizedPriorCodec(LearnedCodec):
     def latent_symbols(self, x):
         return {"y": torch.round(self.g_a(self._pad(x)))}
 
-    def _write(self, encoder, symbols):
-        y = symbols["y"]
-        range_coder.write_symbols(encoder, _flat(y), _channel_index(y.shape), self.prior.tables())
-
     def _symbol_tables(self, symbols):
         y = symbols["y"]
         return [("y", _channel_index(y.shape).reshape(len(y), -1), self.prior.tables())]
@@ -248,7 +216,7 @@ class FactorizedPriorCodec(LearnedCodec):
         return {"y": torch.from_numpy(y).float().reshape(shape)}
 
 
-class HyperpriorCodec(LearnedCodec):
+class HyperpriorModel(LearnedModel):
     """Ballé et al. 2018: ``z_hat`` (factorised density) sets the scales of a Gaussian model of ``y_hat``.
 
     Training and the rate estimate of :meth:`forward` use the float ``h_s``; the coder picks each
@@ -278,12 +246,6 @@ class HyperpriorCodec(LearnedCodec):
         y = self.g_a(self._pad(x))
         return {"y": torch.round(y), "z": torch.round(self.h_a(torch.abs(y)))}
 
-    def _write(self, encoder, symbols):
-        z, y = symbols["z"], symbols["y"]
-        range_coder.write_symbols(encoder, _flat(z), _channel_index(z.shape), self.hyper_prior.tables())
-        scale_index = self.scale_net(z).reshape(-1).numpy()
-        range_coder.write_symbols(encoder, _flat(y), scale_index, self.conditional.tables())
-
     def _symbol_tables(self, symbols):
         z = symbols["z"]
         return [("z", _channel_index(z.shape).reshape(len(z), -1), self.hyper_prior.tables()),
@@ -304,18 +266,18 @@ class HyperpriorCodec(LearnedCodec):
         self.scale_net.update(self.h_s, self.conditional.scale_table, self.conditional.scale_bound)
 
 
-CODECS: dict[str, type[LearnedCodec]] = {"factorized": FactorizedPriorCodec, "hyperprior": HyperpriorCodec}
+MODELS: dict[str, type[LearnedModel]] = {"factorized": FactorizedPriorModel, "hyperprior": HyperpriorModel}
 
 
-def build_learned(kind: str, image_channels: int, channels: int = 64, latent_channels: int = 32) -> LearnedCodec:
-    """A fresh codec of ``kind`` (``"factorized"`` or ``"hyperprior"``)."""
-    if kind not in CODECS:
-        raise LdcodecError(f"unknown learned codec {kind!r}: choose one of {', '.join(CODECS)}")
-    return CODECS[kind](image_channels, channels, latent_channels)
+def build_learned(kind: str, image_channels: int, channels: int = 64, latent_channels: int = 32) -> LearnedModel:
+    """A fresh network of ``kind`` (``"factorized"`` or ``"hyperprior"``)."""
+    if kind not in MODELS:
+        raise LdcodecError(f"unknown learned codec {kind!r}: choose one of {', '.join(MODELS)}")
+    return MODELS[kind](image_channels, channels, latent_channels)
 
 
 def rate_distortion_loss(out: dict[str, torch.Tensor], x: torch.Tensor, lam: float) -> torch.Tensor:
-    """``mean bpp + lam * 255^2 * MSE`` for a batch ``x`` ``(B, C, H, W)`` and :meth:`LearnedCodec.forward` output."""
+    """``mean bpp + lam * 255^2 * MSE`` for a batch ``x`` ``(B, C, H, W)`` and :meth:`LearnedModel.forward` output."""
     bpp = out["bits"] / (x.shape[-2] * x.shape[-1])
     return bpp.mean() + lam * 255**2 * F.mse_loss(out["x_hat"], x)
 
@@ -348,13 +310,13 @@ def train_learned(
     seed: int = 0,
     progress: bool = True,
     lam_start: float | None = LAMBDA_START,
-) -> LearnedCodec:
-    """Train a codec of ``kind`` on ``(N, C, H, W)`` images in ``[0, 1]`` for ``steps`` Adam steps.
+) -> LearnedModel:
+    """Train a network of ``kind`` on ``(N, C, H, W)`` images in ``[0, 1]`` for ``steps`` Adam steps.
 
     Minimises :func:`rate_distortion_loss` at :func:`lambda_schedule`'s ``lambda`` (``lam_start``
     None: ``lam`` from the first step) on random batches (the data set moves to
-    ``device`` whole), then fixes the coding tables and returns the codec on the CPU in
-    eval mode, ready for :meth:`~LearnedCodec.compress`.
+    ``device`` whole), then fixes the coding tables and returns the network on the CPU in
+    eval mode, ready for :class:`~ldcodec.codecs.balle.BalleCodec`.
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

@@ -4,14 +4,14 @@
 ========== == ===================================================================================
 name       id codec
 ========== == ===================================================================================
-diffc      1  mode U: DiffC in the latent space of an LSGM model (a checkpoint without ``cond``)
+diffc      1  mode U: DiffC in the latent space of an LSGM model (a checkpoint without ``cond``), PFR steps
 cdc        2  mode C: the conditional diffusion decoder (a checkpoint with ``cond.enabled``)
 factorized 3  Ballé et al. 2017 factorised prior (:mod:`ldcodec.baselines.learned`)
 hyperprior 4  Ballé et al. 2018 scale hyperprior
-jpeg       5  JPEG through Pillow (:mod:`ldcodec.baselines.classical`)
+jpeg       5  JPEG through Pillow (:mod:`ldcodec.codecs.pillow`)
 webp       6  WebP through Pillow
 avif       7  AVIF through Pillow
-diffc-dq   8  mode U with dithered quantisation (:mod:`ldcodec.codecs.diffc_dq`), ``codec.simulator: dq``
+diffc-dq   8  mode U with dithered quantisation (:class:`ldcodec.coding.dq.DQSimulator`), ``codec.simulator: dq``
 ========== == ===================================================================================
 
 Python use (the README shows it)::
@@ -35,8 +35,10 @@ def register(cls: type) -> type:
     taken = {c.codec_id: n for n, c in CODECS.items()}
     if cls.name in CODECS or cls.codec_id in taken:
         raise ValueError(f"codec {cls.name!r} (id {cls.codec_id}) clashes with a registered codec")
-    if not 1 <= cls.codec_id <= 255:
-        raise ValueError(f"codec id {cls.codec_id} must fit one byte (1..255)")
+    from ldcodec.codecs.container import MAX_CODEC_ID
+
+    if not 1 <= cls.codec_id <= MAX_CODEC_ID:
+        raise ValueError(f"codec id {cls.codec_id} must fit the container's nibble (1..{MAX_CODEC_ID})")
     CODECS[cls.name] = cls
     return cls
 
@@ -58,12 +60,11 @@ def codec_name(codec_id: int) -> str:
 
 
 def simulator_codec(simulator: str) -> type:
-    """The mode U codec class of ``codec.simulator`` (``pfr``: diffc, ``dq``: diffc-dq); an unknown
-    name lists the valid ones."""
-    found = {cls.simulator: cls for cls in CODECS.values() if getattr(cls, "simulator", None)}
-    if simulator not in found:
-        raise LdcodecError(f"unknown codec.simulator {simulator!r}; choose one of: {', '.join(found)}")
-    return found[simulator]
+    """The mode U codec class over the channel simulator named ``simulator`` (``codec.simulator``:
+    ``pfr`` gives diffc, ``dq`` diffc-dq); an unknown name lists the valid ones."""
+    from ldcodec.coding.simulator import get_simulator
+
+    return get_codec(get_simulator(simulator).codec_name)
 
 
 def model_codec(model, run_dir=None, device: str = "cpu", data_root=None, ideal_stride: int = 1):
@@ -91,11 +92,15 @@ def decode_names() -> tuple[str, ...]:
     return tuple(names)
 
 
-# Registration, in id order.
-from ldcodec.codecs import diffc  # noqa: E402
+# Registration: mode U once per channel simulator, then the others.
+from ldcodec.codecs.diffc import DiffC  # noqa: E402
+from ldcodec.coding.simulator import SIMULATORS, get_simulator  # noqa: E402
 
-register(diffc.DiffC)
+get_simulator("pfr")  # imports every built-in simulator
+for _simulator in SIMULATORS.values():
+    register(DiffC.bind(_simulator))
 from ldcodec.codecs import cdc, balle, pillow  # noqa: E402,F401,I001
-from ldcodec.codecs import diffc_dq  # noqa: E402
 
-register(diffc_dq.DiffCDQ)
+_in_id_order = sorted(CODECS.items(), key=lambda item: item[1].codec_id)
+CODECS.clear()
+CODECS.update(_in_id_order)

@@ -1,7 +1,7 @@
 """The Ballé et al. learned baselines (:mod:`ldcodec.baselines.learned`) under the codec contract.
 
 ``factorized`` (Ballé, Laparra & Simoncelli 2017) and ``hyperprior`` (Ballé et al. 2018) wrap a
-trained :class:`~ldcodec.baselines.learned.LearnedCodec`. The payload is one range coder over the
+trained :class:`~ldcodec.baselines.learned.LearnedModel`. The payload is one range coder over the
 images' symbols, image after image, with the shortest verified termination
 (:func:`~ldcodec.codecs.base.single_stream`), like every ldcodec stream: a file pays one coder flush,
 not one per image. The rate is set at training time by ``lambda``
@@ -17,7 +17,7 @@ from typing import ClassVar
 
 import torch
 
-from ldcodec.baselines.learned import LearnedCodec, train_learned
+from ldcodec.baselines.learned import LearnedModel, train_learned
 from ldcodec.codecs import container, register
 from ldcodec.codecs.base import (Codec, Compressed, SymbolCoder, read_single_stream, single_stream,
                                  single_stream_file_bits)
@@ -26,12 +26,12 @@ from ldcodec.errors import LdcodecError, reraise_damage
 
 
 class BalleCodec(Codec):
-    """A trained :class:`LearnedCodec` of images ``image_shape`` ``(C, H, W)``, trained with ``lam``."""
+    """A trained :class:`LearnedModel` of images ``image_shape`` ``(C, H, W)``, trained with ``lam``."""
 
     kind = "learned"
-    net_kind: ClassVar[str]  # the LearnedCodec kind it wraps
+    net_kind: ClassVar[str]  # the LearnedModel kind it wraps
 
-    def __init__(self, net: LearnedCodec, image_shape: tuple[int, int, int], lam: float):
+    def __init__(self, net: LearnedModel, image_shape: tuple[int, int, int], lam: float):
         if net.kind != self.net_kind:
             raise LdcodecError(f"the {self.name} codec wraps a {self.net_kind} network, got a {net.kind} one")
         if image_shape[0] != net.config["image_channels"]:

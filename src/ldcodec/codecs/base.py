@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from ldcodec.codecs import container
-from ldcodec.errors import LdcodecError
+from ldcodec.errors import LdcodecError, reraise_damage
 from ldcodec.metrics.rate import rate_fields
 
 
@@ -182,10 +182,14 @@ def _same(a, b) -> bool:
 
 
 def _rows(symbols, rows: slice):
+    if hasattr(symbols, "rows"):
+        return symbols.rows(rows)
     return {k: v[rows] for k, v in symbols.items()} if isinstance(symbols, dict) else symbols[rows]
 
 
 def _count(symbols) -> int:
+    if hasattr(symbols, "count") and not isinstance(symbols, torch.Tensor):
+        return symbols.count
     return len(next(iter(symbols.values())) if isinstance(symbols, dict) else symbols)
 
 
@@ -193,15 +197,17 @@ def _count(symbols) -> int:
 class SymbolCoder:
     """How a codec's symbols go through one range coder for a whole file.
 
-    ``symbols``: a tensor ``(N, ...)`` of integer symbols, or a dict of such tensors.
+    ``symbols``: a tensor ``(N, ...)`` of integer symbols, a dict of such tensors, or an object
+    with ``count`` (``N``) and ``rows(slice)`` (mode U's :class:`~ldcodec.coding.simulator.Chain`).
     ``write(encoder, symbols)`` appends those of ``N`` images; ``read(decoder, n)`` reads ``n``
-    images' symbols back (the same types); ``check(decoder, symbols) -> bool``, if given, tells
-    whether ``decoder`` reads back exactly ``symbols`` faster than ``read`` (e.g. with the densities
-    the expected symbols imply), for the shortest-stream search.
+    images' symbols back (the same types); ``check(decoder, symbols) -> bool`` tells whether
+    ``decoder`` reads back exactly ``symbols`` with the densities the symbols imply (faster than
+    ``read``, and the only way for symbols whose densities depend on what was decoded before), for
+    the shortest-stream search. At least one of ``read`` and ``check`` is given.
     """
 
     write: Callable
-    read: Callable
+    read: Callable | None = None
     check: Callable | None = None
 
     def decodes_to(self, data: bytes, symbols) -> bool:
@@ -228,16 +234,25 @@ def read_single_stream(coder: SymbolCoder, payload: bytes, count: int, what: str
     """Inverse of :func:`single_stream` for ``count`` images: their symbols. A payload that is not the
     canonical (shortest verified) coding of what it decodes to was damaged: ``LdcodecError``."""
     from ldcodec.coding import range_coder
-    from ldcodec.errors import reraise_damage
 
     with reraise_damage(what):
         symbols = coder.read(range_coder.decoder_from_trimmed(payload), count)
-    if single_stream(coder, symbols) != bytes(payload):
-        raise LdcodecError(f"damaged {what} stream: its payload is not the coding of what it decodes to")
+    check_canonical(coder, symbols, payload, what)
     return symbols
 
 
-def single_stream_file_bits(coder: SymbolCoder, symbols, params_len: int) -> np.ndarray:
-    """``(N,)`` file bits of each image alone: its own :func:`single_stream` in a container."""
-    return np.array([8.0 * container.file_bytes(len(single_stream(coder, _rows(symbols, slice(b, b + 1)))),
+def check_canonical(coder: SymbolCoder, symbols, payload: bytes, what: str) -> None:
+    """Refuse (``LdcodecError``) a payload that is not the :func:`single_stream` of the symbols it
+    decoded to: it was damaged or read with the wrong parameters, even if every checksum passed."""
+    with reraise_damage(what):
+        canonical = single_stream(coder, symbols) == bytes(payload)
+    if not canonical:
+        raise LdcodecError(f"damaged {what} stream: its payload is not the coding of what it decodes to")
+
+
+def single_stream_file_bits(coder: SymbolCoder, symbols, params_len: int, head: int = 0) -> np.ndarray:
+    """``(N,)`` file bits of each image alone: its own :func:`single_stream` (after ``head`` bytes
+    the codec puts before it) in a container."""
+    return np.array([8.0 * container.file_bytes(head + len(single_stream(coder, _rows(symbols, slice(b, b + 1)))),
                                                 params_len, 1) for b in range(_count(symbols))])
+

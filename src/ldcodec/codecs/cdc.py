@@ -24,10 +24,10 @@ import torch
 from ldcodec.codecs import container, register
 from ldcodec.codecs.base import (Codec, Compressed, SymbolCoder, read_single_stream, single_stream,
                                  single_stream_file_bits)
-from ldcodec.codecs.identity import lsgm_hash
+from ldcodec.codecs.identity import model_digest
 from ldcodec.diffusion.decodes import DECODES, check_decode, decode_latent
 from ldcodec.errors import LdcodecError
-from ldcodec.seeds import derive_seed, prior_noise
+from ldcodec.seeds import derive_seed, prior_noise, sub_seed
 
 MSE_SAMPLES = 8  # "mse" decode: decoded samples averaged
 
@@ -48,7 +48,7 @@ class CDCCodec(Codec):
         h, w, c = model.image_shape
         self.image_shape = (c, h, w)
         self.latent_shape = tuple(model.latent_shape)
-        self.hash = lsgm_hash(model)
+        self.hash = model_digest(model)  # 16 bytes: the model id is its head, the image seeds' key
 
     def model_id(self) -> bytes:
         return self.hash[:container.MODEL_ID_BYTES]
@@ -58,7 +58,7 @@ class CDCCodec(Codec):
 
     def update(self) -> None:
         self.model.update_tables()
-        self.hash = lsgm_hash(self.model)
+        self.hash = model_digest(self.model)
 
     def _code_shape(self) -> tuple[int, ...]:
         with torch.no_grad():
@@ -108,8 +108,7 @@ class CDCCodec(Codec):
         ``MSE_SAMPLES`` decoded samples."""
         prior = self.model.prior
         t = torch.ones(len(seeds), device=self.device)
-        draws = [seeds] if method != "mse" else [[derive_seed(s.to_bytes(8, "little"), k) for s in seeds]
-                                                   for k in range(MSE_SAMPLES)]
+        draws = [seeds] if method != "mse" else [[sub_seed(s, k) for s in seeds] for k in range(MSE_SAMPLES)]
         images = 0.0
         for keys in draws:
             z1 = prior_noise(prior.process, self.latent_shape, keys, self.device)

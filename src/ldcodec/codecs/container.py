@@ -6,9 +6,11 @@ Byte layout (integers little-endian)
 offset  bytes   field
 ======  ======  ===========================================================================
 0       2       magic ``b"Ld"``
-2       1       format version (high nibble, = 2) | codec id (low nibble, 1..15)
+2       1       format version (high nibble, = 2) | codec id (low nibble, 1..15:
+                :data:`MAX_CODEC_ID`)
 3       4       model id: 4 bytes of SHA-256 over the model's weights, config and tables
-                (zero for parameter-free codecs); a foreign model is refused by it
+                (:mod:`ldcodec.codecs.identity`; zero for parameter-free codecs); a foreign
+                model is refused by it
 7       1-3     image count ``n``, unsigned LEB128, ``1 <= n <= 2^20``
 ..      P       codec parameters; ``P`` is fixed per codec id (:data:`PARAMS_BYTES`)
 ..      ...     payload (the codec's own, one for the whole file)
@@ -35,6 +37,7 @@ MAGIC = b"Ld"
 VERSION = 2
 MAX_COUNT = 1 << 20
 MODEL_ID_BYTES = 4
+MAX_CODEC_ID = 15  # a codec id is the low nibble of byte 2 (0 is never used): the registry's bound
 # params bytes by codec id: diffc (mode U: stop level), cdc (mode C: decode), factorized and
 # hyperprior (none: the rate is the trained model's), jpeg, webp, avif (quality), diffc-dq (mode U
 # with dithered quantisation: stop level, as diffc)
@@ -102,7 +105,8 @@ def file_bytes(payload_bytes: int, params_bytes: int, count: int) -> int:
 
 def write(codec_id: int, model_id: bytes, params: bytes, payload: bytes, count: int) -> bytes:
     """Frame one codec payload (layout in the module doc)."""
-    if PARAMS_BYTES.get(codec_id) != len(params) or len(model_id) != 4 or not 0 < count <= MAX_COUNT:
+    if (not 1 <= codec_id <= MAX_CODEC_ID or PARAMS_BYTES.get(codec_id) != len(params)
+            or len(model_id) != MODEL_ID_BYTES or not 0 < count <= MAX_COUNT):
         raise LdcodecError(f"cannot frame codec {codec_id} with {len(params)} parameter bytes and {count} images")
     body = MAGIC + bytes([VERSION << 4 | codec_id]) + bytes(model_id) + varint(count) + bytes(params) + bytes(payload)
     return body + _CRC.pack(binascii.crc_hqx(body, 0))

@@ -2,33 +2,33 @@
 
 The encoder sends the noisy latent ``z_t`` of each image as a chain of reverse steps on the
 model's coding levels (:mod:`ldcodec.diffusion.coding_grid`): ``z_1`` is candidate 0 of the
-format's generator (free), then each step ``z_u -> z_s`` sends an exact sample of
-``q(z_s | z_u, z0)`` by the PFR (:mod:`ldcodec.coding.pfr`) against the Analytic-DPM reverse
-density ``p(z_s | z_u)``. The decoder turns ``z_t`` into ``z0`` by ``flow``, ``realism`` or
-``mse`` (:mod:`ldcodec.diffusion.decodes`) and decodes the image.
+format's generator (free), then each step ``z_u -> z_s`` sends a sample of ``q(z_s | z_u, z0)``
+against the Analytic-DPM reverse density ``p(z_s | z_u)`` through the codec's channel simulator
+(:mod:`ldcodec.coding.simulator`: the PFR, codec ``diffc``, or dithered quantisation, codec
+``diffc-dq``). The decoder turns ``z_t`` into ``z0`` by ``flow``, ``realism`` or ``mse``
+(:mod:`ldcodec.diffusion.decodes`) and decodes the image. docs/design.md §2 and §3.
 
 Rates per image: ``ideal`` is the continuous-time truncated ELBO, ``KL(q(z_1|z0) || p(z_1)) +
 1/2 int_{SNR_1}^{SNR_t} ||z0 - z0_hat(z_snr)||^2 dSNR`` (VDM, Kingma et al. 2021, Eq. 11 and 17,
 in nats -> bits), estimated by the trapezoid rule in log-SNR on the coding levels (every
-``ideal_stride``-th) with one noise draw per level; ``estimated`` is the sum of the coded steps' ``KL(q || p)``; ``actual`` and ``file`` come
-from the container (:mod:`ldcodec.codecs.container`). On the exact Gaussian source all three
-are ``I(X; Z_t)`` in expectation plus the coding overhead of the last two.
+``ideal_stride``-th) with one noise draw per level; ``estimated`` is the simulator's estimate of
+the coded steps (the PFR: their ``KL(q || p)``; dithered quantisation: the symbols' information);
+``actual`` and ``file`` come from the container (:mod:`ldcodec.codecs.container`). On the exact
+Gaussian source all three are ``I(X; Z_t)`` in expectation plus the coding overhead of the last two.
+The simulator's diagnostics (the PFR's ``exactness``, ...) go to ``Compressed.extra``.
 
-Exactness (``extra["exactness"]``): ``sum (u - mu_p) . (mu_q - mu_p) / sum ||mu_q - mu_p||^2`` over
-the coded chunks and images, 1 for exact samples of ``q``; the truncated PFR pulls samples toward
-``p`` and lowers it. It is reported beside the bits because fewer candidates buy bits with it.
-
-Payload (format 2): one range coder for the whole file. Step-major: for each coding step, for
-each chunk of its plan, the indices of every image (:func:`ldcodec.coding.pfr.write_indices`).
-Everything else (the levels of the chain, each step's chunks and candidate counts) follows from
-the model's integer tables and the params (one byte, the stop level; :meth:`DiffC._params`): the per-step side
-information is zero. Decoding the first ``k`` steps (``max_steps=k``) gives every image at the
-coarser time of level ``g_k`` (progressive).
+Payload (format 2): one range coder for the whole file (:func:`~ldcodec.codecs.base.single_stream`,
+the shortest verified termination). Step-major: for each coding step, the simulator's symbols of
+every image (PFR: for each chunk of the step's plan, the indices of every image). Everything else
+(the levels of the chain, each step's plan) follows from the model's integer tables and the params
+(one byte, the stop level; :meth:`DiffC._params`): the per-step side information is zero. Decoding
+the first ``k`` steps (``max_steps=k``) gives every image at the coarser time of level ``g_k``
+(progressive).
 """
 
 from __future__ import annotations
 
-import hashlib
+import copy
 import math
 import sys
 from pathlib import Path
@@ -36,43 +36,55 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ldcodec.codecs.base import Codec, Compressed
+from ldcodec.codecs.base import Codec, Compressed, SymbolCoder, check_canonical, single_stream, single_stream_file_bits
 from ldcodec.coding import candidates as cand
-from ldcodec.coding import pfr, range_coder
-from ldcodec.diffusion.coding_grid import LEVELS, CodingTables, StepCost, pfr_cost, step_densities
+from ldcodec.coding import range_coder
+from ldcodec.coding.pfr import PFRSimulator
+from ldcodec.coding.simulator import Chain, ChannelSimulator, Step
+from ldcodec.diffusion.coding_grid import FRAC_BITS, CodingTables, step_densities
 from ldcodec.diffusion.decodes import DECODES, check_decode, decode_latent
 from ldcodec.diffusion.samplers import denoise
-from ldcodec.errors import LdcodecError
+from ldcodec.errors import LdcodecError, reraise_damage
+from ldcodec.seeds import content_generator, image_key
 
 AUTO_MAX_STEPS = 32  # the automatic number of coding steps is searched in 1..AUTO_MAX_STEPS
 MAX_STEPS = 64
 DEFAULT_T = 0.3  # stop time when neither t_stop nor bits is given
+DEFAULT_TIMES = (0.7, 0.5, 0.35, 0.25, 0.15)  # the stop times evaluate sweeps by default
 TABLE_LATENTS = 1024  # training latents behind the coding tables
 TABLES_FILE = "coding-tables.safetensors"
 
 
-def _container_bits(payload_bytes: int, count: int) -> float:
-    from ldcodec.codecs import container
-
-    return 8.0 * container.file_bytes(payload_bytes, 1, count)
-
-
 class DiffC(Codec):
-    """Mode U codec of a trained model with a diffusion prior (``cfg.cond.enabled`` false).
+    """Mode U codec of a trained model with a diffusion prior (``cfg.cond.enabled`` false), over the
+    channel simulator of ``codec.simulator`` (:mod:`ldcodec.coding.simulator`).
 
     ``tables``: the model's :class:`CodingTables` (see :func:`load_or_build_tables`). ``ideal``:
     whether :meth:`compress` also estimates the ideal rate (it costs a denoiser call per coding level
     and is not part of coding; speed benchmarks time compression without it). ``ideal_stride``: the
     ideal's quadrature uses every ``ideal_stride``-th level (and the stop level); 4, the tables' own
     stride, costs a quarter and moves the exact Gaussian source's ideal by under 1 %.
+
+    The registry holds one entry per simulator (:meth:`bind`): ``diffc`` (the PFR, this class) and
+    ``diffc-dq``; the entry's name and container id say which simulator wrote a stream.
     """
 
     name = "diffc"
     codec_id = 1
-    simulator = "pfr"  # the value of ``codec.simulator`` that selects this class (:func:`ldcodec.codecs.model_codec`)
+    simulator: type[ChannelSimulator] = PFRSimulator
     mode = "U"
     decodes = DECODES
     decode_knob = True
+
+    @classmethod
+    def bind(cls, simulator: type[ChannelSimulator]) -> type[DiffC]:
+        """The mode U codec over ``simulator``: this class for its own simulator, else a subclass that
+        only names the simulator (registry name and container id); no method differs."""
+        if simulator is cls.simulator:
+            return cls
+        return type(f"DiffC[{simulator.name}]", (cls,), {
+            "name": simulator.codec_name, "codec_id": simulator.codec_id, "simulator": simulator,
+            "__doc__": f"DiffC over the {simulator.name} channel simulator ({simulator.__module__})."})
 
     def __init__(self, model, tables: CodingTables, device: str = "cpu", batch_size: int = 256,
                  ideal: bool = True, ideal_stride: int = 1):
@@ -92,66 +104,57 @@ class DiffC(Codec):
             raise LdcodecError(f"coding tables for {tables.dims} dims do not fit a {self.dims}-dim latent")
         h, w, c = model.image_shape
         self.image_shape = (c, h, w)
-        self.budget, self.pad = int(model.cfg.codec.max_chunk_bits), int(model.cfg.codec.pad)
-        if not (1 <= self.budget <= 20 and 0 <= self.pad <= pfr.MAX_PAD):
-            raise LdcodecError(f"codec.max_chunk_bits = {self.budget} and codec.pad = {self.pad} must lie in 1..20 "
-                               f"and 0..{pfr.MAX_PAD}")
+        self.sim = self.simulator(int(model.cfg.codec.max_chunk_bits), int(model.cfg.codec.pad))
+        dtype = self.sim.coding_dtype
+        # the denoiser behind the coding densities, in the simulator's dtype
+        self.coding_prior = model.prior if dtype == torch.float32 else copy.deepcopy(model.prior).to(dtype)
         self._id = _model_id(model, tables)
         self._auto_steps: dict[int, int] = {}
         self.key = cand.stream_key(self._id)
-        self.coding_prior, self.coding_dtype = model.prior, torch.float32  # the denoiser behind the coding densities
+        self.coder = SymbolCoder(write=self._write, check=self._matches)
 
     def model_id(self) -> bytes:
         return self._id
 
     def default_rates(self) -> list[dict]:
-        return [{"t_stop": t} for t in (0.7, 0.5, 0.35, 0.25, 0.15)]
+        return [{"t_stop": t} for t in DEFAULT_TIMES]
 
     # -- rate settings ------------------------------------------------------------------------
     def _stop_level(self, rate: dict) -> int:
         if rate.get("bits") is not None:
             bits = float(rate["bits"])
             if not (math.isfinite(bits) and bits > 0):
-                raise LdcodecError(f"--bits {bits} must be a positive number of bits per image")
+                raise LdcodecError(f"the bit budget {bits} must be a positive number of bits per image")
             return self.tables.level_of_bits(bits, lambda level: self._predicted_bits(level, rate.get("coding_steps")))
         t = DEFAULT_T if rate.get("t_stop") is None else float(rate["t_stop"])
         t_low = float(self.tables.t[-1])
         if not t_low <= t < 1.0:
-            raise LdcodecError(f"--t {t} is outside [{t_low:g}, 1) (this model's deepest coding level); "
-                               "smaller t costs more bits")
+            raise LdcodecError(f"the stop time t_stop = {t} is outside [{t_low:g}, 1) (this model's deepest "
+                               "coding level); smaller t costs more bits")
         return max(self.tables.level_of_time(t), 1)
 
     def _steps(self, stop: int, steps: int | None) -> int:
         steps = steps if steps is not None else (self.model.cfg.codec.coding_steps or None)
         if steps is None:
             if stop not in self._auto_steps:
-                self._auto_steps[stop] = self.tables.best_steps(stop, AUTO_MAX_STEPS, self.step_cost())
+                self._auto_steps[stop] = self.tables.best_steps(stop, AUTO_MAX_STEPS, self.sim.cost())
             return self._auto_steps[stop]
         if not 1 <= steps <= MAX_STEPS:
-            raise LdcodecError(f"--coding-steps {steps} is outside 1..{MAX_STEPS}")
+            raise LdcodecError(f"coding_steps = {steps} is outside 1..{MAX_STEPS}")
         return int(steps)
 
     def _predicted_bits(self, stop: int, steps: int | None) -> float:
         """The tables' prediction of a chain's bits per image beyond the ideal (its discretisation gap
-        and the simulator's overheads, :meth:`step_cost`)."""
-        levels = self.tables.grid(stop, self._steps(stop, steps), self.step_cost())
-        return self.tables.predicted_cost(levels, self.step_cost()) / 2**10 - self.tables.expected_bits(stop)
+        and the simulator's overheads, :meth:`ChannelSimulator.cost`)."""
+        cost = self.sim.cost()
+        levels = self.tables.grid(stop, self._steps(stop, steps), cost)
+        return self.tables.predicted_cost(levels, cost) / 2**FRAC_BITS - self.tables.expected_bits(stop)
 
-    # -- what the simulator decides (the PFR here; ``DiffCDQ`` overrides these) ---------------
-    def step_cost(self) -> StepCost:
-        """How the simulator prices a coding step, for the grid (:class:`StepCost`): the PFR's KL plus
-        its index overhead per chunk; a chunk cannot split a dim, so one dim's bits are bounded by the
-        chunk budget."""
-        return pfr_cost(self.budget)
-
-    def _step_plan(self, a: int, b: int):
-        """The integer plan of the step ``a -> b``: its PFR chunks (:meth:`CodingTables.chunks`)."""
-        return self.tables.chunks(a, b, self.budget)
-
-    def plan(self, stop: int, steps: int | None) -> list[tuple[int, int, list[tuple[np.ndarray, int]]]]:
-        """``[(level a, level b, step plan), ...]`` of the chain to level ``stop`` (integers only)."""
-        levels = self.tables.grid(stop, self._steps(stop, steps), self.step_cost())
-        return [(a, b, self._step_plan(a, b)) for a, b in zip(levels[:-1], levels[1:])]
+    def plan(self, stop: int, steps: int | None) -> list[tuple[int, int, object]]:
+        """``[(level a, level b, the simulator's step plan), ...]`` of the chain to level ``stop``
+        (integers only)."""
+        levels = self.tables.grid(stop, self._steps(stop, steps), self.sim.cost())
+        return [(a, b, self.sim.plan(self.tables, a, b)) for a, b in zip(levels[:-1], levels[1:])]
 
     # -- the contract -------------------------------------------------------------------------
     @torch.no_grad()
@@ -170,12 +173,10 @@ class DiffC(Codec):
         params, head = self._params(stop, steps, decode)
         z0 = torch.cat([self.model.ae.encode(x[i:i + self.batch_size].to(self.device)).mean.flatten(1)
                         for i in range(0, len(x), self.batch_size)]).double()
-        generator = torch.Generator().manual_seed(int.from_bytes(hashlib.sha256(
-            self._id + z0.cpu().numpy().tobytes()).digest()[:8], "little") >> 1)
-        symbols, estimated, extra = self._encode_chain(z0, plan, generator)
-        payload = head + self._payload(plan, symbols, slice(None))
-        file_bits = np.array([_container_bits(len(head) + len(self._payload(plan, symbols, slice(b, b + 1))), 1)
-                              for b in range(len(x))])
+        generator = content_generator(self._id, z0)
+        chain, estimated, extra = self._encode_chain(z0, plan, generator)
+        payload = head + single_stream(self.coder, chain)
+        file_bits = single_stream_file_bits(self.coder, chain, len(params), head=len(head))
         setting = {"t_stop": float(self.tables.t[stop]), "coding_steps": steps}
         if decode != DECODES[0]:
             setting["decode"] = decode
@@ -203,108 +204,74 @@ class DiffC(Codec):
                        max_steps: int | None = None) -> tuple[torch.Tensor, int]:
         """Payload -> ``(z, level)``: the decoded noisy latents ``(N, *latent_shape)`` float64 (the chain's
         exact values) after the first ``max_steps`` coding steps (all: ``None``) and the coding level
-        they are at (its time is ``tables.t[level]``; level 0, ``t = 1``, when no step is decoded)."""
+        they are at (its time is ``tables.t[level]``; level 0, ``t = 1``, when no step is decoded).
+
+        The chain is decoded step by step (a step's symbols may be coded under densities that depend
+        on the decoded ``z_u``); a full decode then refuses a payload that is not the canonical
+        coding of what it decoded to (:func:`~ldcodec.codecs.base.check_canonical`); a prefix decode
+        reads only its steps and cannot check the rest."""
         stop, steps, _, payload = self._parse_params(params, payload)
         if max_steps is not None and max_steps < 0:
-            raise LdcodecError(f"--max-steps {max_steps} must be >= 0 (0 decodes z_1 alone)")
+            raise LdcodecError(f"max_steps = {max_steps} must be >= 0 (0 decodes z_1 alone)")
         full = self.plan(stop, steps)
         plan = full[:max_steps]
-        z = self._decode_payload(full, payload, count, max_steps)
+        z, images, decoded = self._z1(range(count)), torch.arange(count), []
+        with reraise_damage("mode U"):
+            decoder = range_coder.decoder_from_trimmed(payload)
+            for a, b, step_plan in plan:
+                step = self._step(z, a, b, step_plan, images)
+                decoded.append(self.sim.read(decoder, step, count))
+                z = self.sim.decode(step, decoded[-1])
+        if len(plan) == len(full):
+            check_canonical(self.coder, Chain(decoded, count), payload, "mode U")
         return z.view(-1, *self.latent_shape), (plan[-1][1] if plan else 0)
 
     def image_keys(self, rows: range) -> list[int]:
         """The decode keys of images ``rows`` of a file (:func:`ldcodec.diffusion.decodes.image_generator`)."""
-        return [self.key * 1_000_003 + j for j in rows]
-
-    def _decode_payload(self, plan, payload: bytes, count: int, max_steps: int | None) -> torch.Tensor:
-        """The payload -> ``z`` of every image after the first ``max_steps`` steps (all: ``None``),
-        ``(count, d)`` float64; a damaged payload raises ``LdcodecError``."""
-        try:
-            indices = self._read_indices(plan, payload, count)
-        except (ValueError, AssertionError, RuntimeError) as err:
-            raise LdcodecError(f"damaged mode U payload ({err.__class__.__name__}); the stream is corrupt") from None
-        # The encoder writes the canonical (shortest verified) coding of its indices: a payload
-        # that is not the canonical coding of what it decodes to was damaged or was read with the
-        # wrong parameters, even if every checksum passed.
-        if self._payload(plan, indices, slice(None)) != bytes(payload):
-            raise LdcodecError("damaged mode U stream: its payload does not match its parameters")
-        if max_steps is not None:
-            plan, indices = plan[:max_steps], indices[:max_steps]
-        out = [self._decode_chain(plan, [[ix[rows] for ix in step] for step in indices], rows)
-               for rows in (slice(i, min(i + self.batch_size, count)) for i in range(0, count, self.batch_size))]
-        return torch.cat(out) if out else torch.zeros(0, self.dims, dtype=torch.float64)
+        return [image_key(self.key, j) for j in rows]
 
     # -- the chain ----------------------------------------------------------------------------
-    def _log2_n(self, expected: int) -> int:
-        return pfr.log2_candidates(expected / 2**10, self.pad)
-
     def _z1(self, rows: range) -> torch.Tensor:
         """``z_1`` of each image: candidate 0 of step 0, chunk = image index (format-defined)."""
         return torch.cat([cand.candidates(self.key, 0, j, 0, 1, self.dims, device=self.device)
                           for j in rows]).double()
 
-    def _means(self, z: torch.Tensor, a: int, b: int):
-        process = self.model.prior.process
-        cu, c0, var_q, var_p = step_densities(process, self.tables, a, b)
-        t = torch.full((len(z),), float(self.tables.t[a]), device=self.device, dtype=self.coding_dtype)
-        z0_hat = denoise(self.coding_prior, z.view(-1, *self.latent_shape).to(self.coding_dtype), t).flatten(1).double()
-        return cu * z, c0, z0_hat, var_q, var_p.to(self.device)
+    def _step(self, z: torch.Tensor, a: int, b: int, step_plan, images: torch.Tensor) -> Step:
+        """Both sides' :class:`Step` ``a -> b`` from ``z_u`` ``(N, d)``; the coding denoiser runs in
+        batches of ``batch_size`` rows."""
+        cu, c0, var_q, var_p = step_densities(self.model.prior.process, self.tables, a, b)
+        dtype = self.sim.coding_dtype
+        z0_hat = []
+        for i in range(0, len(z), self.batch_size):
+            rows = z[i:i + self.batch_size]
+            t = torch.full((len(rows),), float(self.tables.t[a]), device=self.device, dtype=dtype)
+            z0_hat.append(denoise(self.coding_prior, rows.view(-1, *self.latent_shape).to(dtype), t).flatten(1).double())
+        z0_hat = torch.cat(z0_hat) if z0_hat else torch.zeros_like(z)
+        return Step(a, b, step_plan, self.key, images, cu * z, c0, z0_hat, var_q, var_p.to(self.device))
 
     def _encode_chain(self, z0: torch.Tensor, plan, generator: torch.Generator):
-        """Latents ``(N, d)`` -> ``(symbols, estimated bits (N,), extra)``: each step's PFR indices per
-        chunk, the steps' KLs, and the exactness (module docstring)."""
-        z = self._z1(range(len(z0)))
-        images = torch.arange(len(z0))
-        kl = torch.zeros(len(z0), dtype=torch.float64)
-        moved, wanted = 0.0, 0.0
-        indices = []
-        for a, b, chunks in plan:
-            base, c0, z0_hat, var_q, var_p = self._means(z, a, b)
-            mu_p, mu_q = base + c0 * z0_hat, base + c0 * z0
-            step = []
-            for c, (dims, e) in enumerate(chunks):
-                d, ln, key = torch.from_numpy(dims).to(self.device), self._log2_n(e), _step_key(a, b)
-                alpha, beta = pfr.weights(mu_q[:, d], mu_p[:, d], var_q, var_p[d])
-                index = pfr.select(self.key, key, c, ln, alpha, beta, images, generator)
-                kl += pfr.kl_bits(mu_q[:, d], mu_p[:, d], var_q, var_p[d]).cpu()
-                u = pfr.sample(self.key, key, c, index, images, mu_p[:, d], var_p[d])
-                shift = mu_q[:, d] - mu_p[:, d]
-                moved, wanted = moved + float(((u - mu_p[:, d]) * shift).sum()), wanted + float(shift.square().sum())
-                mu_p[:, d] = u
-                step.append(index.cpu().numpy())
-            z = mu_p
-            indices.append(step)
-        return indices, kl.numpy(), {"exactness": moved / wanted if wanted > 0 else 1.0}
+        """Latents ``(N, d)`` -> ``(Chain, estimated bits (N,), extra)``: each step's symbols, the
+        steps' estimated bits and the simulator's diagnostics (:meth:`ChannelSimulator.summary`)."""
+        n = len(z0)
+        z, images = self._z1(range(n)), torch.arange(n)
+        bits = torch.zeros(n, dtype=torch.float64)
+        stats: dict[str, float] = {}
+        steps = []
+        for a, b, step_plan in plan:
+            out = self.sim.encode(self._step(z, a, b, step_plan, images), z0, generator)
+            z, bits = out.z, bits + out.bits
+            steps.append(out.symbols)
+            for k, v in out.stats.items():
+                stats[k] = stats.get(k, 0.0) + v
+        return Chain(steps, n), bits.numpy(), self.sim.summary(stats, n)
 
-    def _decode_chain(self, plan, indices, rows: slice) -> torch.Tensor:
-        z = self._z1(range(rows.start, rows.stop))
-        images = torch.arange(rows.start, rows.stop)
-        for (a, b, chunks), step in zip(plan, indices):
-            base, c0, z0_hat, _, var_p = self._means(z, a, b)
-            mu_p = base + c0 * z0_hat
-            for c, ((dims, e), index) in enumerate(zip(chunks, step)):
-                d = torch.from_numpy(dims).to(self.device)
-                mu_p[:, d] = pfr.sample(self.key, _step_key(a, b), c, torch.from_numpy(index), images,
-                                        mu_p[:, d], var_p[d])
-            z = mu_p
-        return z
+    def _write(self, encoder, chain: Chain) -> None:
+        """One file's payload: every step's symbols, step-major (the simulator's layout within a step)."""
+        for symbols in chain.steps:
+            self.sim.write(encoder, symbols)
 
-    def _payload(self, plan, indices, rows: slice) -> bytes:
-        """The range-coded indices of ``rows``, step-major, cut to the shortest verified length."""
-        encoder = range_coder.new_encoder()
-        for (_, _, chunks), step in zip(plan, indices):
-            for (_, e), index in zip(chunks, step):
-                pfr.write_indices(encoder, index[rows], e / 2**10, self._log2_n(e))
-        want = [[index[rows] for index in step] for step in indices]
-        count = len(want[0][0]) if want and want[0] else 0
-        return range_coder.shortest_stream(encoder, lambda data: all(
-            np.array_equal(a, b) for got, exp in zip(self._read_indices(plan, data, count), want)
-            for a, b in zip(got, exp)))
-
-    def _read_indices(self, plan, payload: bytes, count: int) -> list[list[np.ndarray]]:
-        decoder = range_coder.decoder_from_trimmed(payload)
-        return [[pfr.read_indices(decoder, count, e / 2**10, self._log2_n(e)) for _, e in chunks]
-                for _, _, chunks in plan]
+    def _matches(self, decoder, chain: Chain) -> bool:
+        return all(self.sim.matches(decoder, symbols) for symbols in chain.steps)
 
     @torch.no_grad()
     def ideal_bits(self, z0: torch.Tensor, stop: int, generator: torch.Generator) -> np.ndarray:
@@ -347,20 +314,13 @@ class DiffC(Codec):
         return stop, (payload[0] & 0x3F) + 1, DECODES[payload[0] >> 6], payload[1:]
 
 
-def _step_key(a: int, b: int) -> int:
-    """The generator's step word of the coding step ``level a -> level b``."""
-    return a * (LEVELS + 1) + b
-
-
 def _model_id(model, tables: CodingTables) -> bytes:
-    """4 bytes over the weights, the config (minus the data path) and the coding tables."""
-    from ldcodec.codecs.identity import model_hash
+    """4 bytes over the weights, the portable config and the coding tables; ``codec.simulator`` is
+    left out (the container's codec id names the simulator)."""
+    from ldcodec.codecs.identity import model_id
 
-    cfg = model.cfg.to_dict()
-    cfg.get("data", {}).pop("root", None)
-    cfg.get("codec", {}).pop("simulator", None)  # the container's codec id names the simulator
-    return model_hash({**model.state_dict(), **{f"coding_tables.{k}": v for k, v in tables.to_tensors().items()}},
-                      cfg)[:4]
+    return model_id(model, {f"coding_tables.{k}": v for k, v in tables.to_tensors().items()},
+                    drop_keys=("codec.simulator",))
 
 
 def load_or_build_tables(model, run_dir: str | Path | None = None, data_root=None) -> CodingTables:

@@ -1,6 +1,6 @@
 """Classical codecs as baselines: JPEG, WebP and AVIF through Pillow, under the codec contract.
 
-Each image is encoded on its own to a complete file of its format in memory (DESIGN.md section 4,
+Each image is encoded on its own to a complete file of its format in memory (``docs/design.md`` §7,
 "real file sizes"). Encoder settings give each format its best size at a given quality: JPEG
 with optimised Huffman tables (``optimize=True``, baseline 4:2:0 for RGB), WebP lossy with
 ``method=6`` (slowest, smallest), AVIF (libavif, Pillow >= 11.3) with ``speed=4``. Grayscale

@@ -83,16 +83,10 @@ class _TableBuffers(nn.Module):
     def tables(self) -> range_coder.Tables:
         """The stored integer tables (computed by ``update_tables``)."""
         if self.table_sizes.numel() == 0:
-            raise LdcodecError(
-                f"{type(self).__name__} has no coding tables: call update_tables() after training "
-                "(and save the checkpoint again)"
-            )
-        return range_coder.Tables(
-            self.table_counts.cpu().numpy().astype(np.uint32),
-            self.table_sizes.cpu().numpy(),
-            self.table_offsets.cpu().numpy(),
-            TABLE_PRECISION,
-        )
+            raise LdcodecError(f"{type(self).__name__} has no coding tables: call update_tables() after training "
+                               "(and save the checkpoint again)")
+        return range_coder.Tables(self.table_counts.cpu().numpy().astype(np.uint32), self.table_sizes.cpu().numpy(),
+                                  self.table_offsets.cpu().numpy(), TABLE_PRECISION)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         for name in ("table_counts", "table_sizes", "table_offsets"):

@@ -21,8 +21,8 @@ Symbols (Li & El Gamal 2018, "Strong functional representation lemma", Sec. III)
 =====================  ===========================================================================
 
 With different variances the KL-slicing of format 1 (sending a shift as several equal-KL slices)
-no longer applies; chunks are groups of dims instead (:meth:`CodingTables.chunks`), and a dim
-with too much information for one chunk is handled by more coding steps.
+no longer applies; chunks are groups of dims instead (:func:`chunks`), and a dim with too much
+information for one chunk is handled by more coding steps.
 
 Sharing the codebook across the images of a file keeps every image's own sample exact (each
 image sees i.i.d. candidates independent of its target, and its own arrivals) and scores all
@@ -31,11 +31,16 @@ images with one matrix product per candidate batch: the candidates are drawn onc
 Index code: bucket ``j = bit_length(n*)`` with an integer table centred on the chunk's expected
 KL (known to the decoder from the plan, so no side information), then ``j - 1`` raw bits
 (:func:`index_table`).
+
+:class:`PFRSimulator` is mode U's channel simulator over these pieces
+(:mod:`ldcodec.coding.simulator`): a step's plan is its chunks, its symbols are one index per image
+and chunk, its cost the expected KL plus an index overhead per chunk and per step.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
@@ -43,13 +48,24 @@ import torch
 
 from ldcodec.coding import candidates as cand
 from ldcodec.coding import range_coder
+from ldcodec.coding.simulator import ChannelSimulator, Encoded, Step, register_simulator
+from ldcodec.diffusion.coding_grid import FRAC_BITS, CodingTables, StepCost
+from ldcodec.errors import LdcodecError
 
 DEFAULT_PAD = 6  # candidates per chunk: 2^(ceil(expected KL) + pad)
 MAX_PAD = 10
 MAX_LOG2_CANDIDATES = 22
 MIN_LOG2_CANDIDATES = 10
 ROWS = 1 << 11  # candidates scored per matrix product (cache-sized)
+FIRST_ROWS = 1 << 7  # select's first batch of candidates; each next batch doubles, up to ROWS
+STOP_MARGIN = 1e-3  # early stop: relative slack on the score bound for float32 scoring (select)
 TABLE_PRECISION = 16
+CHUNK_OVERHEAD = 2 << FRAC_BITS  # index cost of a chunk beyond its KL, measured: about 2 bits (index_table)
+# What a further PFR step costs beyond its chunks: on the exact Gaussian source (d = 64, t = 0.05,
+# benchmarks/gaussian_diffc.py) a 5-step chain with the same 8 chunks as the 1-step chain cost 2.9
+# bits more (exactness falls with each truncated step), about 0.7 bits a step; priced at 1 bit, so
+# that the grid adds a step only where it saves more (ties of the tables' rounding go to fewer steps).
+STEP_OVERHEAD = 1 << FRAC_BITS
 
 Tensor = torch.Tensor
 
@@ -72,9 +88,19 @@ def kl_bits(mu_q: Tensor, mu_p: Tensor, var_q: float, var_p: Tensor) -> Tensor:
     return per.sum(1) / math.log(2.0)
 
 
+def max_log_ratio(alpha: Tensor, beta: Tensor) -> Tensor:
+    """``(B,)`` float64: per image, the largest ``alpha . e^2 + beta_b . e`` over all ``e`` (the
+    density ratio's maximum up to its constant): ``sum_i -beta_bi^2 / (4 alpha_i)`` for ``alpha < 0``
+    (``sigma_p > s``); ``+inf`` where a dim has ``alpha = 0`` and ``beta != 0`` (no bound)."""
+    a, b = alpha.double().cpu(), beta.double().cpu()
+    safe = torch.where(a < 0, a, torch.full_like(a, -1.0))
+    per = torch.where(a < 0, -b.square() / (4 * safe), torch.where(b == 0, 0.0, math.inf))
+    return per.sum(1)
+
+
 @torch.no_grad()
 def select(key: int, step: int, chunk: int, log2_n: int, alpha: Tensor, beta: Tensor, images: Tensor,
-           generator: torch.Generator) -> Tensor:
+           generator: torch.Generator, early_stop: bool = True) -> Tensor:
     """``n*`` per image ``(B,)`` int64: the PFR over ``2^log2_n`` shared candidates.
 
     ``alpha`` ``(m,)`` and ``beta`` ``(B, m)`` as in :func:`weights` (any device; float32 scoring);
@@ -86,6 +112,15 @@ def select(key: int, step: int, chunk: int, log2_n: int, alpha: Tensor, beta: Te
     ``alpha, beta``: one matrix product still scores every image. The arrival times are each
     image's own, drawn from ``generator`` (a CPU generator): with arrivals shared by the images the
     selection is no longer an exact sample (measured: the MSE fell 12-20 % below the MMSE).
+
+    Early stop (``early_stop``): the arrivals increase, and no candidate scores below
+    ``log T - max_log_ratio`` (:func:`max_log_ratio`), so once the clock has passed that point for
+    an image's best score, no later candidate can win: the image leaves the search (its arrivals
+    are no longer drawn, its scores no longer computed), and the candidates stop when every image
+    has left. Batches start at ``FIRST_ROWS`` candidates and double up to ``ROWS``, so a chunk whose
+winner comes early stops early. The winner is the full search's for the same arrivals (a margin covers float32
+    scoring); only the encoder's draws change, not the format. ``early_stop=False`` scores all
+    ``2^log2_n`` candidates (a check of the bound).
     """
     device = beta.device
     n, b, m = 1 << log2_n, beta.shape[0], beta.shape[1]
@@ -94,20 +129,26 @@ def select(key: int, step: int, chunk: int, log2_n: int, alpha: Tensor, beta: Te
     a_img = torch.zeros(b, m, device=device).scatter_(1, perm, alpha.to(torch.float32).expand(b, m))
     b_img = torch.zeros(b, m, device=device).scatter_(1, perm, beta.to(torch.float32) * sign)
     a_t, b_t = a_img.T.contiguous(), b_img.T.contiguous()
+    bound = max_log_ratio(alpha.expand(b, m), beta) if early_stop else torch.full((b,), math.inf, dtype=torch.float64)
+    bound = bound + STOP_MARGIN * (1.0 + bound.abs())
     clock = torch.zeros(b, dtype=torch.float64)
     best_score = torch.full((b,), math.inf, device=device)
     best = torch.zeros(b, dtype=torch.int64, device=device)
-    for start in range(0, n, ROWS):
-        rows = min(ROWS, n - start)
-        gaps = torch.cumsum(torch.empty(rows, b).exponential_(generator=generator), 0)  # float32 in a batch
-        log_t = torch.log(clock.to(torch.float32) + gaps)
-        clock = clock + gaps[-1].double()  # float64 across batches
+    active, start, rows = torch.arange(b), 0, FIRST_ROWS
+    while start < n and len(active):
+        rows = min(rows, n - start)
+        gaps = torch.cumsum(torch.empty(rows, len(active)).exponential_(generator=generator), 0)  # float32 in a batch
+        log_t = torch.log(clock[active].to(torch.float32) + gaps)
+        clock[active] += gaps[-1].double()  # float64 across batches
         e = cand.candidates(key, step, chunk, start, rows, m, device=device)
-        score = log_t.to(device) - e.square() @ a_t - e @ b_t
+        on = active.to(device)
+        score = log_t.to(device) - e.square() @ a_t[:, on] - e @ b_t[:, on]
         value, index = score.min(0)
-        better = value < best_score
-        best_score = torch.where(better, value, best_score)
-        best = torch.where(better, index + start, best)
+        better = value < best_score[on]
+        best_score[on] = torch.where(better, value, best_score[on])
+        best[on] = torch.where(better, index + start, best[on])
+        done = torch.log(clock[active]) - bound[active] > best_score[on].double().cpu()
+        active, start, rows = active[~done], start + rows, min(2 * rows, ROWS)
     return best
 
 
@@ -171,3 +212,121 @@ def index_bits(index: np.ndarray, expected_bits: float, log2_n: int) -> np.ndarr
     buckets, _, nbits = split_index(index)
     counts = index_table(quantised_expectation(expected_bits), log2_n).astype(np.float64)
     return -np.log2(counts[buckets] / 2**TABLE_PRECISION) + nbits
+
+
+def step_cost(budget_bits: int, chunk_overhead: int = CHUNK_OVERHEAD, step_overhead: int = STEP_OVERHEAD) -> StepCost:
+    """The PFR's step cost: its expected KL plus ``chunk_overhead`` per chunk, ``ceil(KL / budget)``
+    chunks (at least one), plus ``step_overhead``; a dim cannot be cut across chunks, so
+    ``max_dim_bits`` is the budget."""
+    cap = budget_bits << FRAC_BITS
+
+    def per_step(e: np.ndarray) -> np.ndarray:
+        kl = e.sum(1)
+        return kl + chunk_overhead * np.maximum(1, -(-kl // cap)) + step_overhead
+
+    return StepCost(f"pfr-{budget_bits}-{chunk_overhead}-{step_overhead}", budget_bits, per_step)
+
+
+def chunks(tables: CodingTables, a: int, b: int, budget_bits: int) -> list[tuple[np.ndarray, int]]:
+    """Chunk plan of the step ``a -> b``: ``[(dims, expected bits x 2^FRAC_BITS), ...]``.
+
+    First-fit decreasing packing of the dims, by their expected bits in this step
+    (:meth:`CodingTables.step_bits`), into chunks of at most ``budget_bits`` (a dim above the budget
+    is a chunk of its own). Integers only; ties are broken by dim index, so the plan is identical on
+    every machine.
+    """
+    e = tables.step_bits(a, b)
+    order = np.lexsort((np.arange(len(e)), -e))
+    cap = budget_bits << FRAC_BITS
+    bins: list[list[int]] = []
+    load: list[int] = []
+    for i in order.tolist():
+        for k, used in enumerate(load):
+            if used + int(e[i]) <= cap:
+                bins[k].append(i)
+                load[k] = used + int(e[i])
+                break
+        else:
+            bins.append([i])
+            load.append(int(e[i]))
+    return [(np.array(sorted(dims), dtype=np.int64), used) for dims, used in zip(bins, load)]
+
+
+@dataclass
+class PFRSymbols:
+    """One step's symbols: ``indices[c]`` ``(N,)`` int64, the PFR index of every image in chunk ``c``,
+    and ``coding[c]`` ``(expected bits, log2 candidates)``, the chunk's index code."""
+
+    indices: list[np.ndarray]
+    coding: list[tuple[float, int]]
+
+    def rows(self, rows: slice) -> PFRSymbols:
+        return PFRSymbols([index[rows] for index in self.indices], self.coding)
+
+
+@register_simulator
+class PFRSimulator(ChannelSimulator):
+    """Each chunk of dims of a step by the PFR over ``2^(ceil(KL) + pad)`` shared candidates
+    (module docstring); chunks of at most ``max_chunk_bits`` expected bits. Diagnostic
+    ``exactness``: ``sum (u - mu_p) . (mu_q - mu_p) / sum ||mu_q - mu_p||^2`` over the chunks and
+    images, 1 for exact samples of ``q``; the truncated PFR pulls samples toward ``p`` and lowers it."""
+
+    name, codec_name, codec_id = "pfr", "diffc", 1
+
+    def __init__(self, max_chunk_bits: int, pad: int):
+        if not (1 <= max_chunk_bits <= 20 and 0 <= pad <= MAX_PAD):
+            raise LdcodecError(f"codec.max_chunk_bits = {max_chunk_bits} and codec.pad = {pad} must lie in 1..20 "
+                               f"and 0..{MAX_PAD}")
+        self.budget, self.pad = int(max_chunk_bits), int(pad)
+
+    def cost(self) -> StepCost:
+        return step_cost(self.budget)
+
+    def plan(self, tables: CodingTables, a: int, b: int) -> list[tuple[np.ndarray, int]]:
+        return chunks(tables, a, b, self.budget)
+
+    def _coding(self, plan) -> list[tuple[float, int]]:
+        return [(e / 2**FRAC_BITS, log2_candidates(e / 2**FRAC_BITS, self.pad)) for _, e in plan]
+
+    def encode(self, step: Step, z0: Tensor, generator: torch.Generator) -> Encoded:
+        mu_p, mu_q = step.mu_p, step.mu_q(z0)
+        kl = torch.zeros(len(z0), dtype=torch.float64)
+        moved, wanted, indices = 0.0, 0.0, []
+        coding = self._coding(step.plan)
+        for c, ((dims, _), (_, log2_n)) in enumerate(zip(step.plan, coding)):
+            d = torch.from_numpy(dims).to(mu_p.device)
+            var_p = step.var_p[d]
+            alpha, beta = weights(mu_q[:, d], mu_p[:, d], step.var_q, var_p)
+            index = select(step.key, step.word, c, log2_n, alpha, beta, step.images, generator)
+            kl += kl_bits(mu_q[:, d], mu_p[:, d], step.var_q, var_p).cpu()
+            u = sample(step.key, step.word, c, index, step.images, mu_p[:, d], var_p)
+            shift = mu_q[:, d] - mu_p[:, d]
+            moved, wanted = moved + float(((u - mu_p[:, d]) * shift).sum()), wanted + float(shift.square().sum())
+            mu_p[:, d] = u
+            indices.append(index.cpu().numpy())
+        return Encoded(mu_p, PFRSymbols(indices, coding), kl, {"moved": moved, "wanted": wanted})
+
+    def decode(self, step: Step, symbols: PFRSymbols) -> Tensor:
+        mu_p = step.mu_p
+        for c, ((dims, _), index) in enumerate(zip(step.plan, symbols.indices)):
+            d = torch.from_numpy(dims).to(mu_p.device)
+            mu_p[:, d] = sample(step.key, step.word, c, torch.from_numpy(index), step.images, mu_p[:, d],
+                                step.var_p[d])
+        return mu_p
+
+    def write(self, encoder, symbols: PFRSymbols) -> None:
+        for index, (bits, log2_n) in zip(symbols.indices, symbols.coding):
+            write_indices(encoder, index, bits, log2_n)
+
+    def read(self, decoder, step: Step, count: int) -> PFRSymbols:
+        coding = self._coding(step.plan)
+        return PFRSymbols([read_indices(decoder, count, bits, log2_n) for bits, log2_n in coding], coding)
+
+    def matches(self, decoder, symbols: PFRSymbols) -> bool:
+        count = len(symbols.indices[0]) if symbols.indices else 0
+        return all(np.array_equal(read_indices(decoder, count, bits, log2_n), index)
+                   for index, (bits, log2_n) in zip(symbols.indices, symbols.coding))
+
+    def summary(self, stats: dict[str, float], count: int) -> dict[str, float]:
+        wanted = stats.get("wanted", 0.0)
+        return {"exactness": stats.get("moved", 0.0) / wanted if wanted > 0 else 1.0}

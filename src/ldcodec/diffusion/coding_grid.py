@@ -51,12 +51,6 @@ LEVELS = 128  # levels 0..LEVELS (the header's stop level is one byte)
 T_LOW = 1e-3  # the smallest coding time, when the process allows it
 FRAC_BITS = 10  # bits tables in units of 2^-10 bits
 ESTIMATE_STRIDE = 4  # the denoiser's MSE is measured at every 4th level and interpolated
-CHUNK_OVERHEAD = 2 << FRAC_BITS  # index cost of a chunk beyond its KL, measured: about 2 bits (pfr.py)
-# What a further PFR step costs beyond its chunks: on the exact Gaussian source (d = 64, t = 0.05,
-# benchmarks/gaussian_diffc.py) a 5-step chain with the same 8 chunks as the 1-step chain cost 2.9
-# bits more (exactness falls with each truncated step), about 0.7 bits a step; priced at 1 bit, so
-# that the grid adds a step only where it saves more (ties of the tables' rounding go to fewer steps).
-STEP_OVERHEAD = 1 << FRAC_BITS
 FORBIDDEN = np.int64(1) << 60  # the cost of a step the plan may not take
 
 
@@ -85,19 +79,6 @@ class StepCost:
     name: str
     max_dim_bits: int
     per_step: Callable[[np.ndarray], np.ndarray]
-
-
-def pfr_cost(budget_bits: int, chunk_overhead: int = CHUNK_OVERHEAD, step_overhead: int = STEP_OVERHEAD) -> StepCost:
-    """The PFR's step cost: its expected KL plus ``chunk_overhead`` per chunk, ``ceil(KL / budget)``
-    chunks (at least one), plus ``step_overhead``; a dim cannot be cut across chunks, so
-    ``max_dim_bits`` is the budget."""
-    cap = budget_bits << FRAC_BITS
-
-    def per_step(e: np.ndarray) -> np.ndarray:
-        kl = e.sum(1)
-        return kl + chunk_overhead * np.maximum(1, -(-kl // cap)) + step_overhead
-
-    return StepCost(f"pfr-{budget_bits}-{chunk_overhead}-{step_overhead}", budget_bits, per_step)
 
 
 @dataclass(frozen=True)
@@ -290,30 +271,6 @@ class CodingTables:
         same integers.
         """
         return fixed_log2(1.0 + (self.snr[b] - self.snr[a]) * self.mse[a]) // 2
-
-    def chunks(self, a: int, b: int, budget_bits: int) -> list[tuple[np.ndarray, int]]:
-        """Chunk plan of the step ``a -> b``: ``[(dims, expected bits x 2^FRAC_BITS), ...]``.
-
-        First-fit decreasing packing of the dims, by their expected bits in this step
-        (:meth:`step_bits`), into chunks of at most ``budget_bits`` (a dim above the budget is a
-        chunk of its own). Integers only; ties are broken by dim index, so the plan is identical
-        on every machine.
-        """
-        e = self.step_bits(a, b)
-        order = np.lexsort((np.arange(len(e)), -e))
-        cap = budget_bits << FRAC_BITS
-        bins: list[list[int]] = []
-        load: list[int] = []
-        for i in order.tolist():
-            for k, used in enumerate(load):
-                if used + int(e[i]) <= cap:
-                    bins[k].append(i)
-                    load[k] = used + int(e[i])
-                    break
-            else:
-                bins.append([i])
-                load.append(int(e[i]))
-        return [(np.array(sorted(dims), dtype=np.int64), used) for dims, used in zip(bins, load)]
 
 
 def fixed_log2(y: np.ndarray) -> np.ndarray:

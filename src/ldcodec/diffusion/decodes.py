@@ -1,4 +1,4 @@
-"""The decode registry: how a decoder turns ``z_t`` at time ``t`` into ``z0`` (DESIGN.md §3).
+"""The decode registry: how a decoder turns ``z_t`` at time ``t`` into ``z0`` (``docs/design.md`` §5).
 
 ======== ======================================================================================
 flow     DDIM with ``eta = 0`` (Song, Meng & Ermon 2021; the probability-flow ODE's
@@ -23,14 +23,13 @@ worse perception). A stream stores one of the named decodes; ``eta=X`` is a deco
 Every decoder has the signature ``fn(prior, z_t, t, cond, keys) -> z0`` with ``z_t`` ``(B, ...)``,
 ``t`` ``(B,)``, ``cond`` the mode C condition or ``None``, and one integer key per image: the
 realism noise comes from one CPU generator per image keyed by the caller
-(:func:`image_generator`), so a decode does not depend on batching or device. Samplers run
+(:func:`ldcodec.seeds.image_generator`), so a decode does not depend on batching or device. Samplers run
 ``ceil(DECODE_STEPS * max(t))`` steps (proportionally fewer from a later start). The codecs and
 the command line take their decode names from :data:`DECODES`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Callable
 
@@ -38,15 +37,9 @@ import torch
 
 from ldcodec.diffusion.samplers import denoise, sample
 from ldcodec.errors import LdcodecError
+from ldcodec.seeds import image_generator
 
 DECODE_STEPS = 50  # sampler steps from t = 1 (proportionally fewer from a later start)
-
-
-def image_generator(key: int) -> torch.Generator:
-    """A CPU generator keyed by an integer (SHA-256 of it, 63 bits)."""
-    seed = int.from_bytes(hashlib.sha256(b"decode" + int(key).to_bytes(16, "little", signed=False)).digest()[:8],
-                          "little")
-    return torch.Generator().manual_seed(seed >> 1)
 
 
 def _steps(t: torch.Tensor) -> int:

@@ -15,9 +15,8 @@ forms with ``expm1``/``softplus``, so that small ``t`` keeps full precision.
 
 Implementations: ``VPSDE``, ``SubVPSDE`` and ``VESDE`` (Song et al. 2021, Sec. 3.4 and App. B)
 and ``DiscreteVP`` (the DDPM chain of Ho et al. 2020 with linear betas, or the cosine schedule of
-Nichol & Dhariwal 2021, Eq. 17, placed at ``t = i / N``). The methods ``eps_to_z0``, ``z0_to_eps``,
-``eps_to_score``, ``score_to_eps``, ``eps_to_v`` and ``v_to_eps`` are the one place that converts
-between parameterisations.
+Nichol & Dhariwal 2021, Eq. 17, placed at ``t = i / N``). The methods ``eps_to_z0`` and ``eps_to_score``
+are the one place that converts the denoisers' ``eps`` into the other parameterisations the samplers use.
 """
 
 from __future__ import annotations
@@ -155,38 +154,16 @@ class NoiseProcess(abc.ABC):
         quad = torch.exp(2.0 * log_alpha) * sum_except_batch(z0.square()) / (2.0 * self.prior_std**2)
         return dims * per_dim + quad
 
-    # -- parameterisations (the one place that converts) ------------------------------------
+    # -- parameterisations (the one place that converts eps) ----------------------------
     def eps_to_z0(self, z_t: Tensor, t: Tensor, eps: Tensor) -> Tensor:
         """``z0 = (z_t - sigma_t eps) / alpha_t``."""
         alpha, sigma = self.alpha_sigma(t)
         return (z_t - bcast(sigma, z_t) * eps) / bcast(alpha, z_t)
 
-    def z0_to_eps(self, z_t: Tensor, t: Tensor, z0: Tensor) -> Tensor:
-        """``eps = (z_t - alpha_t z0) / sigma_t``."""
-        alpha, sigma = self.alpha_sigma(t)
-        return (z_t - bcast(alpha, z_t) * z0) / bcast(sigma, z_t)
-
     def eps_to_score(self, z_t: Tensor, t: Tensor, eps: Tensor) -> Tensor:
         """``grad log p_t(z_t) = -eps / sigma_t``."""
         _, sigma = self.alpha_sigma(t)
         return -eps / bcast(sigma, eps)
-
-    def score_to_eps(self, z_t: Tensor, t: Tensor, score: Tensor) -> Tensor:
-        """``eps = -sigma_t * score``."""
-        _, sigma = self.alpha_sigma(t)
-        return -bcast(sigma, score) * score
-
-    def eps_to_v(self, z_t: Tensor, t: Tensor, eps: Tensor) -> Tensor:
-        """``v = alpha_t eps - sigma_t z0`` (Salimans & Ho 2022, Sec. 4), with ``z0`` from ``eps``."""
-        alpha, sigma = self.alpha_sigma(t)
-        z0 = self.eps_to_z0(z_t, t, eps)
-        return bcast(alpha, eps) * eps - bcast(sigma, z0) * z0
-
-    def v_to_eps(self, z_t: Tensor, t: Tensor, v: Tensor) -> Tensor:
-        """``eps = (sigma_t z_t + alpha_t v) / (alpha_t^2 + sigma_t^2)``."""
-        alpha, sigma = self.alpha_sigma(t)
-        norm = bcast(alpha.square() + sigma.square(), v)
-        return (bcast(sigma, z_t) * z_t + bcast(alpha, v) * v) / norm
 
     def gaussian_eps(self, z_t: Tensor, t: Tensor, mean: Tensor | float = 0.0, std: Tensor | float = 1.0) -> Tensor:
         """Exact ``E[eps | z_t]`` when the data is ``N(mean, diag(std^2))``, shaped like ``z_t``.

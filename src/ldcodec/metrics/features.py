@@ -1,7 +1,7 @@
 """The project's own feature classifier: the feature space of FID/KID/kNN/critics, and semantic fidelity.
 
 No pretrained network (Inception) can be downloaded here, so perception is measured in
-the feature space of a small CNN trained on the same dataset (DESIGN.md section 4), and
+the feature space of a small CNN trained on the same dataset (``docs/design.md`` §7), and
 semantic fidelity is that classifier's accuracy on reconstructions.
 
 - :class:`FeatureClassifier`: three conv stages (two 3x3 conv + BatchNorm + ReLU each,
@@ -31,6 +31,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ldcodec.errors import LdcodecError
+from ldcodec.seeds import cpu_generator, global_seed
 
 
 @dataclass(frozen=True)
@@ -175,9 +176,8 @@ def train_classifier(
     """
     config = config or ClassifierConfig(in_channels=images.shape[1])
     augment = images.shape[1] == 3 if augment is None else augment
-    generator = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    generator = cpu_generator(seed)
+    with global_seed(seed):
         model = FeatureClassifier(config).to(device)
     x, y = images.to(device), labels.to(device).long()
     per_epoch = math.ceil(len(x) / batch_size)

@@ -11,7 +11,7 @@ measures: ``D`` is the **per-dimension MSE** (``mean_i (x_i - x_hat_i)^2``, as i
 (``R / d``) unless a name says ``per_sample``. For equal variances ``s`` this is the
 familiar ``R(D) = 1/2 log2(s / D)`` bits per dimension.
 
-:func:`check_point` is the theory check of DESIGN.md section 4: a measured operational
+:func:`check_point` is the theory check of ``docs/design.md`` §7: a measured operational
 point (real bits, measured MSE) below ``R(D)`` means bits are missing from the count.
 """
 
@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from ldcodec.errors import LdcodecError
+from ldcodec.seeds import cpu_generator
 
 
 def _as_variances(variances) -> np.ndarray:
@@ -130,7 +131,7 @@ class GaussianSource:
 
     def sample(self, n: int, seed: int = 0) -> torch.Tensor:
         """``(n, d)`` float32 samples, reproducible from ``seed``."""
-        g = torch.Generator().manual_seed(seed)
+        g = cpu_generator(seed)
         std = torch.tensor(self.variances, dtype=torch.float64).sqrt()
         return (torch.randn(n, self.dim, generator=g, dtype=torch.float64) * std).float()
 

@@ -38,6 +38,7 @@ from scipy.spatial import cKDTree
 from torch import nn
 
 from ldcodec.errors import LdcodecError
+from ldcodec.seeds import cpu_generator, global_seed
 
 CONFIDENCE = 0.95
 
@@ -162,10 +163,9 @@ def train_critic(
 ) -> Critic:
     """Maximise ``mean_P T - mean_Q f*(T)`` over the critic by Adam on minibatches of ``p, q`` (``(N, D)`` each)."""
     both = torch.cat([p, q])
-    with torch.random.fork_rng(devices=[]):  # a reproducible initialisation that leaves the global RNG alone
-        torch.manual_seed(seed)
+    with global_seed(seed):  # a reproducible initialisation that leaves the global RNG alone
         critic = Critic(both.mean(0), both.std(0).clamp_min(1e-8), hidden)
-    generator = torch.Generator().manual_seed(seed)
+    generator = cpu_generator(seed)
     opt = torch.optim.Adam(critic.parameters(), lr=lr)
     for _ in range(steps):
         ip = torch.randint(0, len(p), (min(batch_size, len(p)),), generator=generator)

@@ -6,7 +6,7 @@ An image of shape ``(C, H, W)`` has ``H * W`` pixels and ``C * H * W`` dimension
   RGB image counts once, whatever its channels);
 - ``bits/dim = bits / (C * H * W)``: the unit of likelihood models, ``-log2 p(x) / D``.
 
-Each operating point reports four rates (DESIGN.md section 3; ``docs/results-schema.md``):
+Each operating point reports four rates (``docs/design.md`` §3; ``docs/results-schema.md``):
 ``ideal`` (the model's information, where a codec defines it), ``estimated`` (the codec's
 densities), ``actual`` (the image's share of one real file of the whole set) and ``file`` (a
 real file of the image alone). :func:`rate_fields` is the one place that converts them.
