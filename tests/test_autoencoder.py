@@ -9,11 +9,11 @@ from ldcodec.config import ModelConfig
 
 @pytest.mark.parametrize("net", ["mlp", "cnn"])
 @pytest.mark.parametrize("latent", ["gauss", "delta"])
-@pytest.mark.parametrize("shape", [(28, 28, 1), (32, 32, 3)])
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)])
 def test_shapes(net, latent, shape):
     cfg = ModelConfig(net=net, latent=latent, hidden=32, depth=1, channels=8, latent_dim=6, latent_channels=3)
     ae = Autoencoder(cfg, shape)
-    h, w, c = shape
+    c, h, w = shape
     expect = (6,) if net == "mlp" else (3, h // 4, w // 4)
     assert ae.latent_shape == expect
     x = torch.rand(5, c, h, w)
@@ -34,7 +34,7 @@ def test_shapes(net, latent, shape):
 
 def test_gaussian_entropy_and_nll_closed_forms():
     cfg = ModelConfig(net="mlp", latent="gauss", hidden=16, depth=1, latent_dim=4, x_sigma=0.5)
-    ae = Autoencoder(cfg, (28, 28, 1))
+    ae = Autoencoder(cfg, (1, 28, 28))
     post = ae.encode(torch.rand(3, 1, 28, 28))
     dist = torch.distributions.Normal(post.mean, (0.5 * post.logvar).exp())
     torch.testing.assert_close(post.entropy(), dist.entropy().sum(1))

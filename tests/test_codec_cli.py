@@ -112,7 +112,7 @@ def test_decoding_in_another_process_with_one_thread_gives_identical_pngs(runs, 
     for name, job in jobs.items():
         out, err = job.communicate(timeout=120)
         assert job.returncode == 0, err
-        pngs, files = load_png_folder(tmp_path / name, (28, 28, 1))
+        pngs, files = load_png_folder(tmp_path / name, (1, 28, 28))
         assert files == [f"{i:06d}.png" for i in range(4)]
         assert np.array_equal(pngs, here[name])
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from ldcodec.data import Batches, load_png, load_png_folder, load_split, save_png
+from ldcodec.data import Batches, image_shape, load_png, load_png_folder, load_split, save_png
 from ldcodec.errors import LdcodecError
 
 
@@ -10,6 +10,7 @@ def test_builtin_sample_is_real_mnist():
     assert x.shape == (4000, 28, 28, 1) and x.dtype == np.uint8 and y.shape == (4000,)
     xt, yt = load_split("mnist", "test", limit=10)
     assert xt.shape == (10, 28, 28, 1) and set(np.unique(y)) == set(range(10))
+    assert image_shape("mnist") == (1, 28, 28) and image_shape("cifar10") == (3, 32, 32)  # (C, H, W); arrays NHWC
 
 
 def test_builtin_sample_matches_shared_shards(data_root):
@@ -50,13 +51,13 @@ def test_png_folder_and_shape_checks(tmp_path):
     x, _ = load_split("mnist", "test", limit=3)
     for i, im in enumerate(x):
         save_png(im, tmp_path / f"{i}.png")
-    imgs, names = load_png_folder(tmp_path, (28, 28, 1))
+    imgs, names = load_png_folder(tmp_path, (1, 28, 28))
     np.testing.assert_array_equal(imgs, x)
     assert names == ["0.png", "1.png", "2.png"]
-    rgb = load_png(tmp_path / "0.png", (28, 28, 3))
+    rgb = load_png(tmp_path / "0.png", (3, 28, 28))
     assert rgb.shape == (28, 28, 3)
     with pytest.raises(LdcodecError, match="needs 32x32"):
-        load_png(tmp_path / "0.png", (32, 32, 3))
+        load_png(tmp_path / "0.png", (3, 32, 32))
     (tmp_path / "bad.png").write_bytes(b"not a png")
     with pytest.raises(LdcodecError, match="not a readable image"):
         load_png(tmp_path / "bad.png")

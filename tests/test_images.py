@@ -13,7 +13,8 @@ from PIL import Image
 from ldcodec.data import load_images, load_npz_images, load_png, load_png_folder
 from ldcodec.errors import LdcodecError
 
-GRAY, RGB = (6, 5, 1), (6, 5, 3)  # (H, W, C): not square, so that transposes show
+GRAY, RGB = (1, 6, 5), (3, 6, 5)  # model image shapes (C, H, W): not square, so that transposes show
+# the arrays read are uint8 NHWC: one image (6, 5, C)
 
 
 def ramp(h: int = 6, w: int = 5, c: int = 1, scale: int = 7) -> np.ndarray:
@@ -42,8 +43,8 @@ def warnings_of(capsys) -> list[str]:
 
 def test_plain_gray_and_rgb_load_exactly_without_warnings(tmp_path, capsys):
     for shape in (GRAY, RGB):
-        x = ramp(c=shape[2])
-        Image.fromarray(x[..., 0] if shape[2] == 1 else x).save(tmp_path / "x.png")
+        x = ramp(c=shape[0])
+        Image.fromarray(x[..., 0] if shape[0] == 1 else x).save(tmp_path / "x.png")
         np.testing.assert_array_equal(load_png(tmp_path / "x.png", shape), x)
     assert warnings_of(capsys) == []
 
@@ -73,7 +74,7 @@ def test_16_bit_colour_is_scaled_with_a_warning(tmp_path, capsys):
 def test_opaque_alpha_is_dropped_silently(tmp_path, capsys, mode):
     x = ramp(c=3 if mode == "RGBA" else 1)
     Image.fromarray(np.concatenate([x, np.full_like(x[..., :1], 255)], -1), mode).save(tmp_path / "a.png")
-    np.testing.assert_array_equal(load_png(tmp_path / "a.png", x.shape), x)
+    np.testing.assert_array_equal(load_png(tmp_path / "a.png", (x.shape[2], *x.shape[:2])), x)
     assert warnings_of(capsys) == []
 
 
@@ -137,7 +138,7 @@ def test_exif_orientation_is_applied(tmp_path, capsys):
     np.testing.assert_array_equal(y, np.rot90(x, k=-1))
     assert "EXIF orientation 6" in warnings_of(capsys)[0]
     with pytest.raises(LdcodecError, match=r"o\.png: image is 5x6, the model needs 6x5"):
-        load_png(tmp_path / "o.png", (5, 6, 1))  # the stored size fits, the viewed one does not
+        load_png(tmp_path / "o.png", (1, 5, 6))  # the stored size fits, the viewed one does not
 
 
 def test_wrong_size_names_the_file_and_the_size(tmp_path):
@@ -159,7 +160,7 @@ def test_unreadable_and_truncated_files(tmp_path):
     (tmp_path / "cut.png").write_bytes((tmp_path / "full.png").read_bytes()[:-40])
     for name in ("bad.png", "cut.png"):
         with pytest.raises(LdcodecError, match=f"{name}: not a readable image"):
-            load_png(tmp_path / name, (60, 50, 1))
+            load_png(tmp_path / name, (1, 60, 50))
 
 
 def test_folder_any_case_sorted_with_one_warning_per_kind(tmp_path, capsys):
@@ -168,7 +169,7 @@ def test_folder_any_case_sorted_with_one_warning_per_kind(tmp_path, capsys):
         Image.fromarray(x[..., 0]).save(tmp_path / name, format="PNG")
     (tmp_path / "notes.txt").write_text("ignored")
     images, names = load_png_folder(tmp_path, RGB)
-    assert names == ["a.png", "b.PNG", "c.png"] and images.shape == (3, *RGB)
+    assert names == ["a.png", "b.PNG", "c.png"] and images.shape == (3, 6, 5, 3)
     assert warnings_of(capsys) == [f"ldcodec: warning: {tmp_path}: 3 of 3 images (a.png, b.PNG, c.png): "
                                    "grayscale image given to an RGB model: the gray channel is copied to R, G and B"]
 
@@ -236,7 +237,7 @@ def test_load_images_dispatches_on_the_input_kind(tmp_path):
         np.savez(f, images=x[None].repeat(3, 0))
     assert load_images(tmp_path / "one.png", GRAY)[1] == ["one.png"]
     images, names = load_images(tmp_path / "many.NPZ", GRAY)
-    assert images.shape == (3, *GRAY) and names == ["000000.png", "000001.png", "000002.png"]
-    assert load_images(tmp_path, GRAY)[0].shape == (1, *GRAY)  # the folder: only one.png
+    assert images.shape == (3, 6, 5, 1) and names == ["000000.png", "000001.png", "000002.png"]
+    assert load_images(tmp_path, GRAY)[0].shape == (1, 6, 5, 1)  # the folder: only one.png
     with pytest.raises(LdcodecError, match="no such file or folder"):
         load_images(tmp_path / "missing.png", GRAY)

@@ -49,10 +49,10 @@ class Posterior:
 
 
 def latent_shape(cfg: ModelConfig, image_shape: tuple[int, int, int]) -> tuple[int, ...]:
-    """``(d,)`` for the MLP, ``(C, H / 2^k, W / 2^k)`` for the CNN."""
+    """``(d,)`` for the MLP, ``(C', H / 2^k, W / 2^k)`` for the CNN, of images ``(C, H, W)``."""
     if cfg.net == "mlp":
         return (cfg.latent_dim,)
-    h, w, _ = image_shape
+    _, h, w = image_shape
     f = 2 ** cfg.downsample
     if h % f or w % f:
         raise ValueError(f"image size {h}x{w} is not divisible by 2^downsample = {f}")
@@ -60,13 +60,13 @@ def latent_shape(cfg: ModelConfig, image_shape: tuple[int, int, int]) -> tuple[i
 
 
 class Autoencoder(nn.Module):
-    """Encoder and decoder for images ``(B, C, H, W)`` in [0, 1]."""
+    """Encoder and decoder for images ``(B, C, H, W)`` in [0, 1]; ``image_shape`` is ``(C, H, W)``."""
 
     def __init__(self, cfg: ModelConfig, image_shape: tuple[int, int, int]):
         super().__init__()
-        self.cfg, self.image_shape = cfg, image_shape
+        self.cfg, self.image_shape = cfg, tuple(image_shape)
         self.latent_shape = latent_shape(cfg, image_shape)
-        h, w, c = image_shape
+        c = image_shape[0]
         k = self.latent_shape[0]
         out = 2 * k if cfg.latent == "gauss" else k
         if cfg.net == "mlp":

@@ -66,6 +66,25 @@ def cmd_sample(a: argparse.Namespace) -> None:
           f"({a.method}, {a.steps} steps)")
 
 
+def cmd_likelihood(a: argparse.Namespace) -> None:
+    from .diffusion.likelihood import checkpoint_likelihood
+
+    if a.limit < 1 or a.draws < 1:
+        raise LdcodecError(f"--limit and --draws must be at least 1 (got {a.limit} and {a.draws})")
+    r = checkpoint_likelihood(checkpoint_of(a), a.data_root, a.limit, a.draws, a.limit if a.ode else 0, a.device)
+    terms = "rec - H(q) + CE" + (" + R(y)" if r["mode"] == "C" else "")
+    print(f"{r['cell']} (mode {r['mode']}, prior {r['prior']}, {r['latent']} latent), {r['test_images']} test "
+          f"images, {r['draws']} draws")
+    print(f"negative ELBO ({terms}): {r['neg_elbo_bpd']:.4f} +- {r['stderr']:.4f} bits/dim")
+    if a.ode and "neg_elbo_ode_bpd" in r:
+        print(f"ODE bound (CE -> -log p_ode(z0)): {r['neg_elbo_ode_bpd']:.4f} +- {r['ode_stderr']:.4f} bits/dim "
+              f"({r['ode_images']} images)")
+    elif a.ode:
+        print("ODE bound: none, the prior is N(0, I) (its cross-entropy above is already exact)")
+    if r["latent"] == "delta":
+        print("note: a delta latent has no entropy term, so these are code lengths for comparison, not bounds")
+
+
 def checkpoint_of(a: argparse.Namespace, required: bool = True) -> str | None:
     """The checkpoint a command was given: its path, or the folder of the shipped ``--model``."""
     from . import zoo
@@ -129,7 +148,7 @@ def cmd_compress(a: argparse.Namespace) -> None:
     from .data import load_images, to_tensor
 
     model, codec = _load_codec(checkpoint_of(a), a.device)
-    images, _ = load_images(a.input, model.image_shape)  # a PNG, a folder of PNGs or an .npz
+    images, _ = load_images(a.input, model.image_shape)  # a PNG, a folder of PNGs or an .npz -> uint8 NHWC
     rate = {k: v for k, v in (("t_stop", a.t), ("bits", a.bits), ("coding_steps", a.coding_steps),
                               ("decode", a.decode)) if v is not None}
     start = time.perf_counter()

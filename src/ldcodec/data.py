@@ -2,7 +2,11 @@
 
 Shard format (as in ``shared/data/README.md``): a dataset folder holds ``{split}-NN.npz``
 files, each with ``images`` (uint8, NHWC) and ``labels`` (uint8); a split is the
-concatenation of its files in name order. ``--data-root DIR`` (or ``$LDCODEC_DATA``) names
+concatenation of its files in name order.
+
+Shapes: an image shape (``image_shape``, every ``shape`` argument here) is ``(C, H, W)``, as
+everywhere in ldcodec; the uint8 pixel arrays read and returned here are NHWC ``(N, H, W, C)``,
+the storage layout of the shards and of PNGs (:func:`to_tensor` makes float NCHW of them). ``--data-root DIR`` (or ``$LDCODEC_DATA``) names
 either the folder that holds ``mnist/`` and ``cifar10/`` or a dataset folder itself.
 Without either, MNIST falls back to the built-in sample (``assets/mnist-sample.npz``: the
 first 4000 training and 1000 test images of MNIST, CC BY-SA 3.0, see ``assets/README.md``).
@@ -22,12 +26,12 @@ import torch
 from .errors import LdcodecError
 from .seeds import batch_seed
 
-SHAPES = {"mnist": (28, 28, 1), "cifar10": (32, 32, 3)}
+SHAPES = {"mnist": (1, 28, 28), "cifar10": (3, 32, 32)}  # (C, H, W)
 BUILTIN = Path(__file__).parent / "assets" / "mnist-sample.npz"
 
 
 def image_shape(dataset: str) -> tuple[int, int, int]:
-    """``(H, W, C)`` of a dataset's images."""
+    """``(C, H, W)`` of a dataset's images."""
     if dataset not in SHAPES:
         raise LdcodecError(f"unknown dataset {dataset!r}; valid datasets: {', '.join(SHAPES)}")
     return SHAPES[dataset]
@@ -53,12 +57,19 @@ def _dataset_dir(root: Path, dataset: str) -> Path:
                        f"`ldcodec data download {dataset} --to {root}` writes them")
 
 
+def hwc(shape: tuple[int, int, int]) -> tuple[int, int, int]:
+    """The ``(H, W, C)`` of one image of a uint8 NHWC array, for an image shape ``(C, H, W)``."""
+    c, h, w = shape
+    return h, w, c
+
+
 def check_images(images: np.ndarray, shape: tuple[int, int, int], where: str) -> np.ndarray:
-    """Raise a clear error unless ``images`` is uint8 ``(N, *shape)``."""
+    """Raise a clear error unless ``images`` is uint8 NHWC of images ``shape`` ``(C, H, W)``."""
     if images.dtype != np.uint8:
         raise LdcodecError(f"{where}: images must be uint8, got {images.dtype}")
-    if images.ndim != 4 or tuple(images.shape[1:]) != shape:
-        raise LdcodecError(f"{where}: images must have shape (N, {', '.join(map(str, shape))}), got {images.shape}")
+    if images.ndim != 4 or tuple(images.shape[1:]) != hwc(shape):
+        raise LdcodecError(f"{where}: images must have shape (N, {', '.join(map(str, hwc(shape)))}) (NHWC), "
+                           f"got {images.shape}")
     return images
 
 
@@ -78,7 +89,7 @@ def _read_shard(path: Path, shape: tuple[int, int, int]) -> tuple[np.ndarray, np
 
 def load_split(dataset: str, split: str, root: str | os.PathLike | None = None,
                limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Images ``(N, H, W, C)`` uint8 and labels ``(N,)`` int64 of a split (``train``/``test``)."""
+    """Images uint8 NHWC ``(N, H, W, C)`` and labels ``(N,)`` int64 of a split (``train``/``test``)."""
     shape = image_shape(dataset)
     base = resolve_root(root)
     if base is None:
@@ -112,7 +123,9 @@ def _warn(text: str) -> None:
 
 
 def load_images(path: str | os.PathLike, shape: tuple[int, int, int]) -> tuple[np.ndarray, list[str]]:
-    """Images to compress: a PNG file, a folder of PNGs or an ``.npz`` -> uint8 ``(N, *shape)``, names.
+    """Images to compress: a PNG file, a folder of PNGs or an ``.npz`` -> uint8 NHWC, names.
+
+    ``shape`` ``(C, H, W)`` is the model's image shape; the array is ``(N, H, W, C)``.
 
     Conversions follow :func:`load_png` and :func:`load_npz_images`; each one made prints a
     ``ldcodec: warning:`` line on stderr.
@@ -132,7 +145,8 @@ def load_png_folder(path: str | os.PathLike, shape: tuple[int, int, int] | None 
     """All ``*.png`` files of a folder (any case, sorted by name) as uint8 NHWC, with their names.
 
     Each file goes through :func:`load_png`; a conversion is reported once per kind, with the
-    number of files it applied to. Without ``shape`` the images must share one size and kind.
+    number of files it applied to. ``shape`` ``(C, H, W)`` as in :func:`load_png`; without it
+    the images must share one size and kind.
     """
     folder = Path(path)
     if not folder.is_dir():
@@ -164,7 +178,7 @@ def load_png_folder(path: str | os.PathLike, shape: tuple[int, int, int] | None 
 def load_png(path: str | os.PathLike, shape: tuple[int, int, int] | None = None) -> np.ndarray:
     """One image file (PNG, or any format Pillow reads) as uint8 ``(H, W, C)``.
 
-    ``shape`` ``(H, W, C)`` is what the model takes: another size is an error naming the file;
+    ``shape`` ``(C, H, W)`` is what the model takes: another size is an error naming the file;
     the pixels are converted to ``C`` channels as below. Every conversion that changes the
     stored samples prints a ``ldcodec: warning:`` line (exact ones, such as a palette lookup or
     a 1-bit image to 0/255, do not):
@@ -202,7 +216,7 @@ def _read_png(path: str | os.PathLike, shape: tuple[int, int, int] | None) -> tu
     notes = []
     try:
         with Image.open(path) as im:
-            if shape is not None and sorted(im.size) != sorted(shape[:2]):  # checked before decoding
+            if shape is not None and sorted(im.size) != sorted(shape[1:]):  # checked before decoding
                 _wrong_size(path, im.size, shape)
             if im.mode.startswith("I;16") or any(";16" in str(tile.args) for tile in im.tile):
                 notes.append(BITS16)
@@ -211,18 +225,19 @@ def _read_png(path: str | os.PathLike, shape: tuple[int, int, int] | None) -> tu
             if orientation != 1:
                 im = ImageOps.exif_transpose(im)
                 notes.append(f"EXIF orientation {orientation} applied (the picture as a viewer shows it)")
-            if shape is not None and im.size != (shape[1], shape[0]):
+            if shape is not None and im.size != (shape[2], shape[1]):  # Pillow's size is (W, H)
                 _wrong_size(path, im.size, shape)
             arr = _samples(im, path)
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
         raise LdcodecError(f"{path}: not a readable image ({e})") from None
     if arr.shape[-1] in (2, 4):
         arr = _drop_alpha(arr, notes)
-    return _fit_channels(arr, None if shape is None else shape[2], notes), notes
+    return _fit_channels(arr, None if shape is None else shape[0], notes), notes
 
 
 def _wrong_size(path, size: tuple[int, int], shape: tuple[int, int, int]) -> None:
-    raise LdcodecError(f"{path}: image is {size[0]}x{size[1]}, the model needs {shape[1]}x{shape[0]}; "
+    """``size``: Pillow's ``(W, H)``; ``shape``: ``(C, H, W)``; both printed as ``WxH``."""
+    raise LdcodecError(f"{path}: image is {size[0]}x{size[1]}, the model needs {shape[2]}x{shape[1]}; "
                        "resize or crop it first")
 
 
@@ -274,19 +289,20 @@ def _fit_channels(arr: np.ndarray, channels: int | None, notes: list[str]) -> np
 
 
 def _describe(shape: tuple[int, ...]) -> str:
+    """An array's ``(H, W, C)`` as ``WxH with C channel(s)``."""
     return f"{shape[1]}x{shape[0]} with {shape[2]} channel(s)"
 
 
 def load_npz_images(path: str | os.PathLike, shape: tuple[int, int, int]) -> np.ndarray:
-    """The ``images`` array of an ``.npz`` file -> uint8 ``(N, *shape)``.
+    """The ``images`` array of an ``.npz`` file -> uint8 NHWC ``(N, H, W, C)`` for ``shape`` ``(C, H, W)``.
 
-    Accepted: ``(N, H, W, C)`` or grayscale ``(N, H, W)``, of any integer dtype with values in
+    Accepted: NHWC ``(N, H, W, C)`` or grayscale ``(N, H, W)``, of any integer dtype with values in
     0..255 (cast exactly). Float, boolean or out-of-range values are refused with the range and
     NaN count found (ldcodec does not guess whether floats mean [0, 1] or [0, 255]). Channels
     are converted as in :func:`load_png`, with a warning. The file is read without pickle, so
     it cannot run code.
     """
-    h, w, c = shape
+    c, h, w = shape
     try:
         z = np.load(path, allow_pickle=False)
         if not isinstance(z, np.lib.npyio.NpzFile):
@@ -309,7 +325,7 @@ def load_npz_images(path: str | os.PathLike, shape: tuple[int, int, int]) -> np.
         images = images[..., None]
     if images.ndim != 4 or images.shape[1:3] != (h, w) or images.shape[3] not in (1, 3):
         hint = "; it looks like NCHW, transpose it to NHWC" if images.ndim == 4 and images.shape[2:] == (h, w) else ""
-        raise LdcodecError(f"{path}: images have shape {images.shape}, the model needs (N, {h}, {w}, {c}) "
+        raise LdcodecError(f"{path}: images have shape {images.shape}, the model needs (N, {h}, {w}, {c}) NHWC "
                            f"(or (N, {h}, {w}) grayscale){hint}")
     if len(images) == 0:
         raise LdcodecError(f"{path}: the 'images' array holds 0 images: nothing to compress")

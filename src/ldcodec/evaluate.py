@@ -320,7 +320,6 @@ def evaluate(checkpoint: str | None, dataset: str | None, split: str, limit: int
                                          repr(settings)], default=str).encode()).hexdigest()
         log = PointLog(resume, key)
     points = [p for label, codec in codecs for p in codec_points(label, codec, measure, settings, log=log)]
-    h, w, c = images.shape[1:]
-    return {**head, "dataset": dataset, "images": len(images), "image_shape": [c, h, w],
+    return {**head, "dataset": dataset, "images": len(images), "image_shape": list(x.shape[1:]),  # (C, H, W)
             "originals_png": png_b64(images[:8]), "noise_floor": measure.noise_floor(), "points": points,
             "realism_mse_ratio": realism_ratios(points), "bd": bd_table(points)}

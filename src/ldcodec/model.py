@@ -85,7 +85,7 @@ class LSGMModel(nn.Module):
     def __init__(self, cfg: Config):
         super().__init__()
         self.cfg = cfg
-        self.image_shape = image_shape(cfg.data.dataset)
+        self.image_shape = image_shape(cfg.data.dataset)  # (C, H, W)
         self.ae = Autoencoder(cfg.model, self.image_shape)
         self.latent_shape = self.ae.latent_shape
         self.prior = build_prior(cfg, self.latent_shape) if cfg.model.prior == "diffusion" else None

@@ -45,8 +45,7 @@ class CDCCodec(Codec):
             raise LdcodecError("the cdc codec needs a mode C checkpoint (cond.enabled); this one is mode U: "
                                "use the diffc codec")
         self.model, self.device, self.batch_size = model.eval(), device, batch_size
-        h, w, c = model.image_shape
-        self.image_shape = (c, h, w)
+        self.image_shape = tuple(model.image_shape)
         self.latent_shape = tuple(model.latent_shape)
         self.hash = model_digest(model)  # 16 bytes: the model id is its head, the image seeds' key
 

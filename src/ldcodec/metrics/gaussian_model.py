@@ -40,5 +40,5 @@ class ExactGaussianModel(torch.nn.Module):
         process = make_process("vp")
         std = torch.tensor(np.sqrt(self.variances), dtype=torch.float64)
         self.prior = DiffusionPrior(process, GaussianDenoiser(process, 0.0, std), (d,), mixed=False)
-        self.cfg, self.image_shape, self.latent_shape = cfg, (1, d, 1), (d,)
+        self.cfg, self.image_shape, self.latent_shape = cfg, (1, 1, d), (d,)  # (C, H, W)
         self.ae = Identity()

@@ -19,7 +19,8 @@ def mlp(sizes: list[int], act: type[nn.Module] = nn.SiLU) -> nn.Sequential:
 
 
 class MLPEncoder(nn.Module):
-    """``(B, C, H, W)`` images -> ``(B, out)`` features (``out`` = d or 2d for mean and log-variance)."""
+    """``(B, C, H, W)`` images -> ``(B, out)`` features (``out`` = d or 2d for mean and log-variance);
+    ``image_shape`` is ``(C, H, W)``."""
 
     def __init__(self, image_shape: tuple[int, int, int], hidden: int, depth: int, out: int):
         super().__init__()
@@ -30,13 +31,13 @@ class MLPEncoder(nn.Module):
 
 
 class MLPDecoder(nn.Module):
-    """``(B, d)`` latents -> ``(B, C, H, W)`` decoder means in [0, 1] (sigmoid output)."""
+    """``(B, d)`` latents -> ``(B, C, H, W)`` decoder means in [0, 1] (sigmoid output); ``image_shape``
+    is ``(C, H, W)``."""
 
     def __init__(self, image_shape: tuple[int, int, int], hidden: int, depth: int, latent_dim: int):
         super().__init__()
-        self.image_shape = image_shape
+        self.image_shape = tuple(image_shape)
         self.net = mlp([latent_dim] + [hidden] * depth + [math.prod(image_shape)])
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        h, w, c = self.image_shape
-        return torch.sigmoid(self.net(z)).view(-1, c, h, w)
+        return torch.sigmoid(self.net(z)).view(-1, *self.image_shape)
