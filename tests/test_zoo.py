@@ -75,11 +75,18 @@ def test_every_command_takes_model(models, tmp_path, capsys):
         assert np.load(tmp_path / f"{name}.npz")["images"].shape == (3, 28, 28, 1)
     assert "not cdc" in user_error(["decompress", "--model", "tiny-c", tmp_path / "tiny-u.ldc", "-o",
                                    tmp_path / "x.npz"], capsys)  # another model's stream is refused
+    run = str(models / "tiny-u")  # a checkpoint path, with options between the positionals as before
+    assert main(["compress", run, "--t", "0.5", str(tmp_path / "in.npz"), "-o", str(tmp_path / "p.ldc")]) == 0
+    assert main(["decompress", run, "-o", str(tmp_path / "p.npz"), str(tmp_path / "p.ldc")]) == 0
+    assert "expected --model tiny-u STREAM" in user_error(["decompress", "--model", "tiny-u", run, tmp_path / "p.ldc",
+                                                         "-o", tmp_path / "q.npz"], capsys)
     assert main(["reconstruct", "--model", "tiny-u", "-n", "4", "-o", str(tmp_path / "r.png")]) == 0
     assert main(["sample", "--model", "tiny-u", "-n", "4", "--steps", "5", "-o", str(tmp_path / "s.png")]) == 0
-    assert main(["evaluate", "--model", "tiny-u", "--limit", "8", "--t-values", "0.5", "--decodes", "mse",
+    assert main(["evaluate", "--model", "tiny-u", "--limit", "8", "--bits-values", "20,60", "--decodes", "mse",
                  "--perception", "", "-o", str(tmp_path / "e.json")]) == 0
-    assert json.loads((tmp_path / "e.json").read_text())["points"][0]["codec"] == "diffc"
+    points = json.loads((tmp_path / "e.json").read_text())["points"]
+    assert [p["codec"] for p in points] == ["diffc", "diffc"]
+    assert points[0]["rate_setting"]["t_stop"] > points[1]["rate_setting"]["t_stop"]  # more bits: a smaller t
     capsys.readouterr()
     assert "not both" in user_error(["reconstruct", tmp_path, "--model", "tiny-u", "-o", tmp_path / "r.png"], capsys)
     capsys.readouterr()

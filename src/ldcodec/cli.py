@@ -31,6 +31,15 @@ def _checkpoint(p: argparse.ArgumentParser, what: str = "run folder or ckpt-NNNN
     p.add_argument("--model", metavar="NAME", help="a shipped model instead of a checkpoint (ldcodec models lists them)")
 
 
+def _paths(p: argparse.ArgumentParser, name: str, what: str) -> None:
+    """``[CHECKPOINT] NAME`` positionals (the checkpoint left out with ``--model``): one ``nargs='+'``
+    list, so that options may stand between them as before."""
+    p.add_argument("paths", nargs="+", metavar="PATH",
+                   help=f"[CHECKPOINT] {name}: the checkpoint (a run folder or ckpt-NNNNNNNN folder; left out with "
+                        f"--model), then {what}")
+    p.add_argument("--model", metavar="NAME", help="a shipped model instead of a checkpoint (ldcodec models lists them)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .codecs import baselines
     from .diffusion.decodes import DECODES
@@ -102,8 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Compress a PNG, a folder of PNGs or an .npz shard with a trained model. Mode U "
                                    "(unconditional prior) takes the rate as --t (stop time: smaller t = more bits) "
                                    "or --bits (budget per image); mode C (conditional) has the model's one rate.")
-    _checkpoint(c)
-    c.add_argument("input", help="a .png file, a folder of .png files, or an .npz shard (array 'images')")
+    _paths(c, "INPUT", "a .png file, a folder of .png files, or an .npz shard (array 'images')")
     c.add_argument("-o", "--output", required=True, help="stream file to write")
     rate = c.add_mutually_exclusive_group()
     rate.add_argument("--t", type=float, help="mode U: stop time in (0, 1) of the coded chain")
@@ -116,8 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     dc = sub.add_parser("decompress", help="decode a bitstream into PNGs (or an .npz)",
                         description="Decode a stream made by `ldcodec compress` with the same checkpoint.")
-    _checkpoint(dc, "the checkpoint that made the stream")
-    dc.add_argument("stream", help="stream file")
+    _paths(dc, "STREAM", "the stream file (the checkpoint, or --model, must be the one that made it)")
     dc.add_argument("-o", "--output", required=True,
                     help="a .png (one image), an .npz (array 'images'), or a new folder of PNGs")
     dc.add_argument("--decode", help=f"override the stream's decode method: {', '.join(DECODES)}, or the "
@@ -158,7 +165,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--resume", action="store_true",
                    help="take the points an interrupted run of the same evaluation finished from OUTPUT.partial.jsonl "
                         "(every finished rate setting is logged there as it is measured) instead of measuring them again")
-    e.add_argument("--t-values", default=None, help="mode U stop times to sweep, comma-separated (default: "
+    knob = e.add_mutually_exclusive_group()
+    knob.add_argument("--bits-values", default=None, help="mode U bit budgets per image to sweep, comma-separated "
+                      "(each mapped to a stop time by the model's coding tables), e.g. 307,1024")
+    knob.add_argument("--t-values", default=None, help="mode U stop times to sweep, comma-separated (default: "
                    f"{','.join(map(str, DEFAULT_TIMES))})")
     e.add_argument("--coding-steps", help="mode U coding steps to sweep, e.g. 4,16 (default: the model's)")
     e.add_argument("--decodes", default=",".join(DECODES),
@@ -247,7 +257,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and hasattr(args, "paths") and not any(e.startswith("-") for e in extra):
+        args.paths += extra  # argparse stops a positional list at an option: PATH --t 0.3 PATH is one list
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         args.func(args)
     except LdcodecError as e:

@@ -99,6 +99,16 @@ def checkpoint_of(a: argparse.Namespace, required: bool = True) -> str | None:
     return a.checkpoint
 
 
+def split_paths(a: argparse.Namespace, name: str) -> tuple[str, str]:
+    """``(checkpoint, NAME)`` from the ``[CHECKPOINT] NAME`` positionals (``--model``: NAME alone)."""
+    want = 1 if a.model is not None else 2
+    if len(a.paths) != want:
+        usage = f"--model {a.model} {name}" if a.model is not None else f"CHECKPOINT {name} (or --model NAME {name})"
+        raise LdcodecError(f"expected {usage}, got {len(a.paths)} path(s): {' '.join(a.paths)}")
+    a.checkpoint = None if a.model is not None else a.paths[0]
+    return checkpoint_of(a), a.paths[-1]
+
+
 def cmd_models(a: argparse.Namespace) -> None:
     from . import zoo
 
@@ -147,8 +157,9 @@ def cmd_compress(a: argparse.Namespace) -> None:
 
     from .data import load_images, to_tensor
 
-    model, codec = _load_codec(checkpoint_of(a), a.device)
-    images, _ = load_images(a.input, model.image_shape)  # a PNG, a folder of PNGs or an .npz -> uint8 NHWC
+    checkpoint, source = split_paths(a, "INPUT")
+    model, codec = _load_codec(checkpoint, a.device)
+    images, _ = load_images(source, model.image_shape)  # a PNG, a folder of PNGs or an .npz -> uint8 NHWC
     rate = {k: v for k, v in (("t_stop", a.t), ("bits", a.bits), ("coding_steps", a.coding_steps),
                               ("decode", a.decode)) if v is not None}
     start = time.perf_counter()
@@ -175,11 +186,12 @@ def cmd_decompress(a: argparse.Namespace) -> None:
 
     from .data import save_png, to_uint8
 
+    checkpoint, path = split_paths(a, "STREAM")
     try:
-        stream = Path(a.stream).read_bytes()
+        stream = Path(path).read_bytes()
     except OSError as e:
-        raise LdcodecError(f"{a.stream}: cannot read the stream ({e.strerror})") from None
-    model, codec = _load_codec(checkpoint_of(a), a.device)
+        raise LdcodecError(f"{path}: cannot read the stream ({e.strerror})") from None
+    model, codec = _load_codec(checkpoint, a.device)
     opts = {k: v for k, v in (("decode", a.decode), ("max_steps", a.max_steps)) if v is not None}
     start = time.perf_counter()
     with in_flags(COMPRESS_FLAGS):
@@ -226,6 +238,7 @@ def parse_qualities(text: str | None) -> dict[str, list[dict]]:
 
 def cmd_evaluate(a: argparse.Namespace) -> None:
     from .codecs import baselines, decode_names
+    from .codecs.diffc import DEFAULT_TIMES
     from .diffusion.decodes import knob_eta
     from .baselines.learned import LAMBDA_START
     from .evaluate import PERCEPTION, Settings, evaluate
@@ -239,8 +252,9 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
                            f"{', '.join(baselines())}; estimators: {', '.join(PERCEPTION)}; decodes: "
                            f"{', '.join(decode_names())}, eta=X (X in [0, 1])")
     steps = _csv(a.coding_steps, int) if a.coding_steps else (None,)
-    times = _csv(a.t_values, float) if a.t_values else ()
-    mode_u = [{"t_stop": t, **({} if k is None else {"coding_steps": k})} for k in steps for t in times]
+    times = _csv(a.t_values, float) if a.t_values else DEFAULT_TIMES
+    knobs = [{"bits": b} for b in _csv(a.bits_values, float)] if a.bits_values else [{"t_stop": t} for t in times]
+    mode_u = [{**knob, **({} if k is None else {"coding_steps": k})} for k in steps for knob in knobs]
     settings = Settings(mode_u=mode_u, rates=parse_qualities(a.qualities), decodes=_csv(a.decodes),
                         perception=_csv(a.perception), critic_steps=a.critic_steps, baselines=chosen,
                         learned_lambdas=_csv(a.learned_lambdas, float), learned_steps=a.learned_steps,

@@ -214,13 +214,16 @@ class DiffC(Codec):
             raise LdcodecError(f"max_steps = {max_steps} must be >= 0 (0 decodes z_1 alone)")
         full = self.plan(stop, steps)
         plan = full[:max_steps]
+        if count == 0:
+            return torch.zeros(0, *self.latent_shape, dtype=torch.float64), (plan[-1][1] if plan else 0)
         z, images, decoded = self._z1(range(count)), torch.arange(count), []
         with reraise_damage("mode U"):
             decoder = range_coder.decoder_from_trimmed(payload)
-            for a, b, step_plan in plan:
-                step = self._step(z, a, b, step_plan, images)
+        for a, b, step_plan in plan:
+            step = self._step(z, a, b, step_plan, images)
+            with reraise_damage("mode U"):  # only reading the payload: a damaged stream, not another failure
                 decoded.append(self.sim.read(decoder, step, count))
-                z = self.sim.decode(step, decoded[-1])
+            z = self.sim.decode(step, decoded[-1])
         if len(plan) == len(full):
             check_canonical(self.coder, Chain(decoded, count), payload, "mode U")
         return z.view(-1, *self.latent_shape), (plan[-1][1] if plan else 0)

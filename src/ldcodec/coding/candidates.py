@@ -112,7 +112,8 @@ def _box_muller(wa: Tensor, wb: Tensor) -> tuple[Tensor, Tensor]:
 
 def _blocks(index: Tensor, chunk: int, step: int, key: tuple[int, int]) -> Tensor:
     """Four normals per block ``index`` (int64 tensor) -> float32 ``(*index.shape, 4)``."""
-    w = philox4x32((index & MASK32, index >> 32, torch.tensor(chunk), torch.tensor(step)), key)
+    w = philox4x32((index & MASK32, index >> 32, torch.tensor(chunk, device=index.device),
+                    torch.tensor(step, device=index.device)), key)
     a, b = _box_muller(w[0], w[1])
     c, d = _box_muller(w[2], w[3])
     return torch.stack([a, b, c, d], dim=-1)
@@ -149,7 +150,8 @@ def signed_permutations(key: int, step: int, chunk: int, images: Tensor, dims: i
     """
     images = images.to(torch.int64)
     blocks = torch.arange((dims + 3) // 4, dtype=torch.int64, device=images.device)
-    w = philox4x32((images[:, None], blocks[None, :], torch.tensor(chunk), torch.tensor(step)),
+    w = philox4x32((images[:, None], blocks[None, :], torch.tensor(chunk, device=images.device),
+                    torch.tensor(step, device=images.device)),
                    (key, PURPOSE_TRANSFORMS))
     words = torch.stack(w, dim=-1).reshape(len(images), -1)[:, :dims]
     order = (words >> 1) * dims + torch.arange(dims, device=images.device)  # distinct: ties broken by i
@@ -169,6 +171,7 @@ def dither(key: int, step: int, images: Tensor, dims: int) -> Tensor:
     images = images.to(torch.int64)
     self_check(images.device)
     blocks = torch.arange((dims + 3) // 4, dtype=torch.int64, device=images.device)
-    w = philox4x32((blocks[None, :], images[:, None], torch.tensor(0), torch.tensor(step)), (key, PURPOSE_DITHER))
+    w = philox4x32((blocks[None, :], images[:, None], torch.tensor(0, device=images.device),
+                    torch.tensor(step, device=images.device)), (key, PURPOSE_DITHER))
     words = torch.stack(w, dim=-1).reshape(len(images), -1)[:, :dims]
     return _uniform(words).double() - 0.5

@@ -91,10 +91,11 @@ def kl_bits(mu_q: Tensor, mu_p: Tensor, var_q: float, var_p: Tensor) -> Tensor:
 def max_log_ratio(alpha: Tensor, beta: Tensor) -> Tensor:
     """``(B,)`` float64: per image, the largest ``alpha . e^2 + beta_b . e`` over all ``e`` (the
     density ratio's maximum up to its constant): ``sum_i -beta_bi^2 / (4 alpha_i)`` for ``alpha < 0``
-    (``sigma_p > s``); ``+inf`` where a dim has ``alpha = 0`` and ``beta != 0`` (no bound)."""
+    (``sigma_p > s``); ``+inf`` where a dim has ``alpha > 0``, or ``alpha = 0`` and ``beta != 0`` (no bound)."""
     a, b = alpha.double().cpu(), beta.double().cpu()
     safe = torch.where(a < 0, a, torch.full_like(a, -1.0))
-    per = torch.where(a < 0, -b.square() / (4 * safe), torch.where(b == 0, 0.0, math.inf))
+    unbounded = (a > 0) | ((a == 0) & (b != 0))
+    per = torch.where(a < 0, -b.square() / (4 * safe), torch.where(unbounded, math.inf, 0.0))
     return per.sum(1)
 
 
