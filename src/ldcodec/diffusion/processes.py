@@ -67,9 +67,19 @@ class NoiseProcess(abc.ABC):
     def t_from_log_snr(self, log_snr: Tensor) -> Tensor:
         """Inverse of ``log_snr``: the time ``(B,)`` at which ``log(alpha^2 / sigma^2)`` is ``log_snr``."""
 
-    @abc.abstractmethod
     def config(self) -> dict:
-        """``{"name": ..., **kwargs}`` such that ``make_process(**config)`` rebuilds this process."""
+        """``{"name": ..., **kwargs}`` such that ``make_process(**config)`` rebuilds this process (a
+        continuous SDE: its two schedule ends of :meth:`_set_ends` and ``t_min``)."""
+        return {"name": self.name, **{k: getattr(self, k) for k in self._ends}, "t_min": self.t_min}
+
+    def _set_ends(self, **ends: float) -> None:
+        """Store a continuous schedule's two ends, ``low < high`` both positive, as float attributes."""
+        (lo_name, lo), (hi_name, hi) = ends.items()
+        if not 0.0 < lo < hi:
+            raise LdcodecError(f"{self.name.upper()} needs 0 < {lo_name} < {hi_name}, got {lo}, {hi}")
+        for k, v in ends.items():
+            setattr(self, k, float(v))
+        self._ends = tuple(ends)
 
     # -- derived schedule ------------------------------------------------------------------
     def alpha_sigma(self, t: Tensor) -> tuple[Tensor, Tensor]:
@@ -205,12 +215,7 @@ class VPSDE(NoiseProcess):
 
     def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0, t_min: float = 1e-5):
         super().__init__(t_min)
-        if not 0.0 < beta_min < beta_max:
-            raise LdcodecError(f"VP needs 0 < beta_min < beta_max, got {beta_min}, {beta_max}")
-        self.beta_min, self.beta_max = float(beta_min), float(beta_max)
-
-    def config(self) -> dict:
-        return {"name": self.name, "beta_min": self.beta_min, "beta_max": self.beta_max, "t_min": self.t_min}
+        self._set_ends(beta_min=beta_min, beta_max=beta_max)
 
     def _log_alpha(self, t: Tensor) -> Tensor:
         return -0.25 * t.square() * (self.beta_max - self.beta_min) - 0.5 * t * self.beta_min
@@ -280,14 +285,9 @@ class VESDE(NoiseProcess):
 
     def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0, t_min: float = 1e-5):
         super().__init__(t_min)
-        if not 0.0 < sigma_min < sigma_max:
-            raise LdcodecError(f"VE needs 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
-        self.sigma_min, self.sigma_max = float(sigma_min), float(sigma_max)
+        self._set_ends(sigma_min=sigma_min, sigma_max=sigma_max)
         self.prior_std = self.sigma_max
         self._log_ratio = math.log(self.sigma_max / self.sigma_min)
-
-    def config(self) -> dict:
-        return {"name": self.name, "sigma_min": self.sigma_min, "sigma_max": self.sigma_max, "t_min": self.t_min}
 
     def log_alpha_sigma(self, t: Tensor) -> tuple[Tensor, Tensor]:
         return torch.zeros_like(t), math.log(self.sigma_min) + t * self._log_ratio
