@@ -43,7 +43,7 @@ def main() -> None:
     p.add_argument("--out", required=True)
     a = p.parse_args()
     model, cfg, _ = load_model(a.run)
-    codec = model_codec(model, a.run, data_root=a.data_root, ideal_stride=4)
+    codec = model_codec(model, a.run, data_root=a.data_root)
     x = to_tensor(load_split(cfg.data.dataset, "test", a.data_root, limit=a.n)[0])
     dp_plan = codec.plan
     with open(a.out, "a") as f, torch.no_grad():

@@ -31,7 +31,7 @@ def gaussian_model(dim: int = D, ratio: float = 0.8):
 @pytest.fixture(scope="module")
 def gauss():
     model, var = gaussian_model()
-    codec = simulator_codec("dq")(model, load_or_build_tables(model))
+    codec = simulator_codec("dq")(model, load_or_build_tables(model), ideal_stride=1)  # as evaluate's theory check
     x = GaussianSource(tuple(var)).sample(N, seed=1).view(N, *codec.image_shape)
     c = codec.compress(x, {"t_stop": 0.1, "decode": "mse"})
     return codec, var, x, c

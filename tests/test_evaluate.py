@@ -160,6 +160,25 @@ def test_learned_baselines_train_once_per_lambda_and_sweep():
         assert p["bits_file"] >= p["bits_actual"] >= 0.98 * p["bits_estimated"] - 8
 
 
+def test_learned_dir_keeps_each_trained_baseline_and_reuses_only_the_same_training(tmp_path, monkeypatch):
+    """--learned-dir: a second evaluation of the same training loads the network (same stream
+    bits, no training); another lambda or step count trains anew."""
+    import ldcodec.codecs.balle as balle
+
+    s = Settings(perception=(), baselines=("hyperprior",), learned_lambdas=(0.01,), learned_steps=3,
+                 learned_dir=str(tmp_path / "nets"), progress=False)
+    first = evaluate(None, "mnist", "test", 8, None, None, s)
+    (stored,) = (tmp_path / "nets").iterdir()
+    trained = []
+    real_train = balle.BalleCodec.train.__func__
+    monkeypatch.setattr(balle.BalleCodec, "train", classmethod(lambda cls, *a, **k: trained.append(a[1]) or real_train(cls, *a, **k)))
+    again = evaluate(None, "mnist", "test", 8, None, None, s)
+    assert trained == [] and again["points"][0]["bits_actual"] == first["points"][0]["bits_actual"]
+    assert again["points"][0]["mse"] == first["points"][0]["mse"]
+    evaluate(None, "mnist", "test", 8, None, None, Settings(**{**s.__dict__, "learned_steps": 4}))
+    assert trained == [0.01] and len(list((tmp_path / "nets").iterdir())) == 2
+
+
 def test_a_perfect_reconstruction_scores_exactly_the_noise_floor():
     """Estimates and floors share the split and the sample sizes: reconstructions equal to the
     originals get the floor's value from every estimator (with N vs N against N/2 vs N/2 they did not)."""

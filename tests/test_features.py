@@ -12,6 +12,7 @@ from ldcodec.metrics.features import (
     FeatureClassifier,
     accuracy,
     augment_flip_crop,
+    feature_views,
     features,
     load_classifier,
     save_classifier,
@@ -46,6 +47,15 @@ def test_feature_shapes_and_whitened_projection(trained, mnist):
     assert full.dtype == torch.float32 and (full >= 0).all()  # ReLU features
     cov = torch.cov(low.double().T)  # fitted on these images' superset: unit covariance
     assert torch.allclose(cov, torch.eye(8, dtype=torch.float64), atol=0.15)
+
+
+
+def test_one_pass_views_equal_the_separate_passes(trained, mnist):
+    _, _, test_x, test_y = mnist
+    views = feature_views(trained, test_x, batch_size=256)
+    assert torch.equal(views["full"], features(trained, test_x))
+    assert torch.allclose(views["low"], features(trained, test_x, projected=True), atol=1e-6)
+    assert float((views["predicted"] == test_y).double().mean()) == accuracy(trained, test_x, test_y)
 
 
 def test_checkpoint_round_trip(trained, mnist, tmp_path):

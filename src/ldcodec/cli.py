@@ -184,14 +184,18 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--learned-lambdas", default=",".join(map(str, defaults.learned_lambdas)),
                    help="Ballé baselines' rate-distortion lambdas")
     e.add_argument("--ideal-stride", type=int, default=defaults.ideal_stride,
-                   help="mode U: the ideal rate's quadrature uses every n-th coding level (one denoiser call "
-                        "per level and image; 4 costs a quarter, within 1%% on the exact Gaussian source)")
+                   help="mode U: the ideal rate's quadrature measures every n-th coding level (one denoiser "
+                        "call per measured level and image; default 16, shaped between them by the coding "
+                        "tables' mean error; 1 measures every level)")
     e.add_argument("--learned-steps", type=int, default=defaults.learned_steps,
                    help=f"training steps of each Ballé baseline (default {defaults.learned_steps})")
     e.add_argument("--learned-lambda-start", type=float,
                    help="a Ballé baseline with a smaller lambda starts training at this lambda (default "
                         "0.01) and decays to its own over the first half of the steps (trained at a small "
                         "lambda from the start it can collapse to the mean image); 0 turns the warm-up off")
+    e.add_argument("--learned-dir", metavar="DIR",
+                   help="keep each trained Ballé network in DIR and reuse it when the same training "
+                        "(baseline, lambda, steps, seed, warm-up, training images) is asked again")
     e.add_argument("--gaussian-dim", type=int, default=16, help="gaussian: source dimension")
     e.add_argument("--gaussian-ratio", type=float, default=0.7, help="gaussian: variances ratio^i, i < dim")
     e.add_argument("--seed", type=int, default=0)

@@ -44,7 +44,7 @@ def compression_grid(checkpoint: str | Path, output: str | Path, rates=({"t_stop
     model, cfg, _ = load_model(checkpoint, device=device)
     images, _ = load_split(cfg.data.dataset, "test", data_root, limit=n)
     x = to_tensor(images)
-    codec = model_codec(model, checkpoint, device=device, ideal_stride=4)  # the ideal rate at a quarter of the cost
+    codec = model_codec(model, checkpoint, device=device)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     rows, labels = [images], ["originals"]

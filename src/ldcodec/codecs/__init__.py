@@ -67,18 +67,19 @@ def simulator_codec(simulator: str) -> type:
     return get_codec(get_simulator(simulator).codec_name)
 
 
-def model_codec(model, run_dir=None, device: str = "cpu", data_root=None, ideal_stride: int = 1):
+def model_codec(model, run_dir=None, device: str = "cpu", data_root=None, ideal_stride: int | None = None):
     """The codec of a trained LSGM model: ``cdc`` for a mode C (conditional) checkpoint, else the mode
     U codec of ``codec.simulator`` (``diffc`` or ``diffc-dq``) with the model's coding tables (read
     from ``run_dir``, or estimated from training latents and written there:
     :func:`ldcodec.codecs.diffc.load_or_build_tables`) and ``ideal_stride``
-    (:class:`~ldcodec.codecs.diffc.DiffC`)."""
+    (:class:`~ldcodec.codecs.diffc.DiffC`; None: its default)."""
     if model.cfg.cond.enabled:
         return get_codec("cdc")(model, device=device)
-    from ldcodec.codecs.diffc import load_or_build_tables
+    from ldcodec.codecs.diffc import IDEAL_STRIDE, load_or_build_tables
 
     cls = simulator_codec(model.cfg.codec.simulator)
-    return cls(model, load_or_build_tables(model, run_dir, data_root), device=device, ideal_stride=ideal_stride)
+    return cls(model, load_or_build_tables(model, run_dir, data_root), device=device,
+               ideal_stride=IDEAL_STRIDE if ideal_stride is None else ideal_stride)
 
 
 def baselines() -> list[str]:

@@ -13,16 +13,21 @@ weights and config; compress and decompress run on the CPU (the scales must agre
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import ClassVar
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
-from ldcodec.baselines.learned import LearnedModel, train_learned
+from ldcodec.baselines.learned import LearnedModel, build_learned, train_learned
 from ldcodec.codecs import container, register
 from ldcodec.codecs.base import (Codec, Compressed, SymbolCoder, read_single_stream, single_stream,
                                  single_stream_file_bits)
 from ldcodec.codecs.identity import model_hash
 from ldcodec.errors import LdcodecError, reraise_damage
+from ldcodec.files import write_atomic
 
 
 class BalleCodec(Codec):
@@ -51,10 +56,39 @@ class BalleCodec(Codec):
 
     @classmethod
     def for_sweep(cls, image_shape, train_images, settings):
-        """``evaluate``'s instances: one trained codec per ``settings.learned_lambdas``."""
+        """``evaluate``'s instances: one trained codec per ``settings.learned_lambdas``.
+
+        With ``settings.learned_dir`` each trained network is kept there
+        (:meth:`_stored_or_trained`), so a second evaluation of the same training (other test
+        images, an interrupted run) loads it instead of training again.
+        """
         x = train_images()
-        return [cls.train(x, lam, settings.learned_steps, device=settings.device, seed=settings.seed,
-                          progress=settings.progress, lam_start=settings.learned_lambda_start) for lam in settings.learned_lambdas]
+        return [cls._stored_or_trained(x, lam, settings) for lam in settings.learned_lambdas]
+
+    @classmethod
+    def _stored_or_trained(cls, x: torch.Tensor, lam: float, s) -> "BalleCodec":
+        """The codec trained on ``x`` at ``lam`` with ``s``'s options, from ``s.learned_dir`` when
+        it holds that training (file named by a digest of the options and of ``x``), else trained
+        now and written there atomically (safetensors, the training options in the metadata)."""
+        options = dict(device=s.device, seed=s.seed, progress=s.progress, lam_start=s.learned_lambda_start)
+        if s.learned_dir is None:
+            return cls.train(x, lam, s.learned_steps, **options)
+        recipe = {"kind": cls.net_kind, "lambda": lam, "steps": s.learned_steps, "seed": s.seed,
+                  "lam_start": s.learned_lambda_start}
+        key = model_hash({"train_images": x}, recipe).hex()[:12]
+        path = Path(s.learned_dir) / f"{cls.name}-lam{lam:g}-{s.learned_steps}-{key}.safetensors"
+        if path.exists():
+            tensors = load_file(path)
+            config = json.loads(safe_open(path, "pt").metadata()["config"])
+            net = build_learned(config["kind"], config["image_channels"], config["channels"], config["latent_channels"])
+            net.load_state_dict(tensors)
+            net.eval().update_tables()
+            return cls(net, tuple(x.shape[1:]), lam)
+        codec = cls.train(x, lam, s.learned_steps, **options)
+        meta = {"config": json.dumps(codec.net.config), "recipe": json.dumps(recipe)}
+        state = {k: v.contiguous() for k, v in codec.net.state_dict().items()}
+        write_atomic(path, lambda tmp: save_file(state, tmp, metadata=meta), parents=True)
+        return codec
 
     def model_id(self) -> bytes:
         return self._id
