@@ -51,7 +51,7 @@ def main() -> None:
     cfg.data.dataset = "gaussian"
     cfg.codec.max_chunk_bits, cfg.codec.pad = a.budget, a.pad
     model = ExactGaussianModel(var, cfg)
-    codec = simulator_codec(a.simulator)(model, diffc.load_or_build_tables(model))
+    codec = simulator_codec(a.simulator)(model, diffc.load_or_build_tables(model), ideal_stride=1)  # as evaluate's theory check
     x = GaussianSource(tuple(var)).sample(a.n, seed=0).view(a.n, *codec.image_shape)
     with open(a.out, "a") as f:
         for t, k in ((float(v), int(k)) for v in a.t.split(",") for k in a.steps.split(",")):

@@ -179,7 +179,6 @@ def test_trained_round_trip_every_decode(trained):
     assert torch.equal(again.decompress(c.params, c.payload, c.count), codec.decompress(c.params, c.payload, c.count))
 
 
-
 def test_a_second_decode_of_one_file_reuses_its_chain_and_equals_a_fresh_decode(trained, monkeypatch):
     """decompress keeps the last file's decoded chain: another decode of the same bytes does not
     decode the chain again and gives what a fresh codec gives; other bytes are decoded anew."""

@@ -177,6 +177,9 @@ def test_learned_dir_keeps_each_trained_baseline_and_reuses_only_the_same_traini
     assert again["points"][0]["mse"] == first["points"][0]["mse"]
     evaluate(None, "mnist", "test", 8, None, None, Settings(**{**s.__dict__, "learned_steps": 4}))
     assert trained == [0.01] and len(list((tmp_path / "nets").iterdir())) == 2
+    stored.write_bytes(stored.read_bytes()[:100])  # a damaged store is refused, not retrained over silently
+    with pytest.raises(LdcodecError, match="delete it"):
+        evaluate(None, "mnist", "test", 8, None, None, s)
 
 
 def test_a_perfect_reconstruction_scores_exactly_the_noise_floor():

@@ -49,7 +49,6 @@ def test_feature_shapes_and_whitened_projection(trained, mnist):
     assert torch.allclose(cov, torch.eye(8, dtype=torch.float64), atol=0.15)
 
 
-
 def test_one_pass_views_equal_the_separate_passes(trained, mnist):
     _, _, test_x, test_y = mnist
     views = feature_views(trained, test_x, batch_size=256)

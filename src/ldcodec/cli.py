@@ -186,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--ideal-stride", type=int, default=defaults.ideal_stride,
                    help="mode U: the ideal rate's quadrature measures every n-th coding level (one denoiser "
                         "call per measured level and image; default 16, shaped between them by the coding "
-                        "tables' mean error; 1 measures every level)")
+                        "tables' mean error; 1 measures every level, as the Gaussian theory check does)")
     e.add_argument("--learned-steps", type=int, default=defaults.learned_steps,
                    help=f"training steps of each Ballé baseline (default {defaults.learned_steps})")
     e.add_argument("--learned-lambda-start", type=float,

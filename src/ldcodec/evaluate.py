@@ -60,7 +60,9 @@ class Settings:
     channel simulator the checkpoint's codec uses; ``rates``: per baseline codec name, its rate
     settings (e.g. JPEG qualities). Empty means the codec's
     :meth:`~ldcodec.codecs.base.Codec.default_rates`. ``decodes``: the decode methods to measure,
-    for codecs that offer them. ``ideal_stride``: mode U's ideal-rate quadrature on every n-th level.
+    for codecs that offer them. ``ideal_stride``: mode U's ideal-rate quadrature on every n-th level
+    (None: DiffC's default 16 for a model, every level for the Gaussian theory check). ``learned_dir``:
+    where trained Ballé networks are kept and reused.
     """
 
     mode_u: list[dict] = field(default_factory=list)
@@ -229,7 +231,7 @@ def gaussian_results(dim: int, ratio: float, n: int, s: Settings) -> dict:
     source = GaussianSource.geometric(dim, ratio)
     var = np.array(source.variances)
     # the theory check measures the ideal on every level unless told otherwise: the exact model's denoiser is free
-    codec = model_codec(ExactGaussianModel(var), ideal_stride=s.ideal_stride or 1)
+    codec = model_codec(ExactGaussianModel(var), ideal_stride=1 if s.ideal_stride is None else s.ideal_stride)
     x = source.sample(n, seed=s.seed).reshape(n, 1, 1, dim)
     measure = Measure(x, None, None, s, images=False)
 
@@ -316,8 +318,9 @@ def evaluate(checkpoint: str | None, dataset: str | None, split: str, limit: int
                                                     settings)]
     log = None
     if resume is not None:
+        kept = {k: v for k, v in vars(settings).items() if k not in ("learned_dir", "progress")}  # not the results
         key = hashlib.sha256(json.dumps([checkpoint, dataset, split, limit, images_dir, classifier_path,
-                                         repr(settings)], default=str).encode()).hexdigest()
+                                         repr(sorted(kept.items()))], default=str).encode()).hexdigest()
         log = PointLog(resume, key)
     points = [p for label, codec in codecs for p in codec_points(label, codec, measure, settings, log=log)]
     return {**head, "dataset": dataset, "images": len(images), "image_shape": list(x.shape[1:]),  # (C, H, W)

@@ -25,7 +25,7 @@ def write_atomic(path: Path, write, parents: bool = False) -> Path:
     ``tmp`` keeps ``path``'s suffix (writers that infer the format still work); ``parents=True``
     creates missing folders first. OS errors become a one-line ``LdcodecError``.
     """
-    tmp = path.with_name(f".tmp-{path.name}")
+    tmp = path.with_name(f".tmp{os.getpid()}-{path.name}")  # per process: two writers never share it
     try:
         if parents:
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -13,12 +13,14 @@ weights and config; compress and decompress run on the CPU (the scales must agre
 
 from __future__ import annotations
 
+import inspect
 import json
+import sys
 from pathlib import Path
 from typing import ClassVar
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from ldcodec.baselines.learned import LearnedModel, build_learned, train_learned
@@ -28,6 +30,15 @@ from ldcodec.codecs.base import (Codec, Compressed, SymbolCoder, read_single_str
 from ldcodec.codecs.identity import model_hash
 from ldcodec.errors import LdcodecError, reraise_damage
 from ldcodec.files import write_atomic
+
+
+STORE_FORMAT = 1  # of --learned-dir's files; part of their key
+
+
+def _training_defaults() -> dict:
+    """:func:`train_learned`'s fixed hyperparameters (batch, lr, widths): part of a stored network's key."""
+    params = inspect.signature(train_learned).parameters
+    return {k: params[k].default for k in ("batch_size", "lr", "channels", "latent_channels")}
 
 
 class BalleCodec(Codec):
@@ -73,16 +84,22 @@ class BalleCodec(Codec):
         options = dict(device=s.device, seed=s.seed, progress=s.progress, lam_start=s.learned_lambda_start)
         if s.learned_dir is None:
             return cls.train(x, lam, s.learned_steps, **options)
-        recipe = {"kind": cls.net_kind, "lambda": lam, "steps": s.learned_steps, "seed": s.seed,
-                  "lam_start": s.learned_lambda_start}
+        recipe = {"format": STORE_FORMAT, "kind": cls.net_kind, "lambda": lam, "steps": s.learned_steps, "seed": s.seed,
+                  "lam_start": s.learned_lambda_start, **_training_defaults()}
         key = model_hash({"train_images": x}, recipe).hex()[:12]
         path = Path(s.learned_dir) / f"{cls.name}-lam{lam:g}-{s.learned_steps}-{key}.safetensors"
         if path.exists():
-            tensors = load_file(path)
-            config = json.loads(safe_open(path, "pt").metadata()["config"])
-            net = build_learned(config["kind"], config["image_channels"], config["channels"], config["latent_channels"])
-            net.load_state_dict(tensors)
+            try:
+                with safe_open(path, "pt") as f:
+                    config = json.loads((f.metadata() or {})["config"])
+                net = build_learned(config["kind"], config["image_channels"], config["channels"], config["latent_channels"])
+                net.load_state_dict(load_file(path))
+            except (OSError, SafetensorError, KeyError, ValueError, RuntimeError) as e:
+                raise LdcodecError(f"{path}: not a stored {cls.name} network of this ldcodec ({e}); delete it "
+                                   "to train again") from None
             net.eval().update_tables()
+            if s.progress:
+                print(f"{cls.name} lambda {lam:g}: the network trained before, from {path}", file=sys.stderr)
             return cls(net, tuple(x.shape[1:]), lam)
         codec = cls.train(x, lam, s.learned_steps, **options)
         meta = {"config": json.dumps(codec.net.config), "recipe": json.dumps(recipe)}

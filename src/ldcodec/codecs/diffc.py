@@ -65,7 +65,9 @@ class DiffC(Codec):
     whether :meth:`compress` also estimates the ideal rate (it costs a denoiser call per coding level
     and is not part of coding; speed benchmarks time compression without it). ``ideal_stride``: the
     ideal's quadrature measures every ``ideal_stride``-th level (and the stop level); the default
-    :data:`IDEAL_STRIDE` costs a sixteenth of every level (benchmarks/RESULTS.md §14).
+    :data:`IDEAL_STRIDE` costs a sixteenth of every level and keeps the mean over images (within
+    1 % on the shipped models), but one image's ideal is then only good to ~5-20 % (benchmarks/RESULTS.md
+    §14): use 1 for per-image ideals.
 
     The registry holds one entry per simulator (:meth:`bind`): ``diffc`` (the PFR, this class) and
     ``diffc-dq``; the entry's name and container id say which simulator wrote a stream.
@@ -99,8 +101,9 @@ class DiffC(Codec):
             raise LdcodecError(f"ideal_stride must be >= 1, got {ideal_stride}")
         self.model, self.tables, self.device, self.batch_size = model.eval(), tables, device, batch_size
         self.ideal_stride = ideal_stride
-        self.ideal = ideal  # estimate the ideal rate in compress (one denoiser call per level; not coding)
-        self._decoded = None  # (file key, decode_latents' result) of the last full decode (decompress)
+        self.ideal = ideal  # estimate the ideal rate in compress (denoiser calls on the measured levels; not coding)
+        self.reuse_chain = True  # decompress keeps the last file's decoded chain (False: time full decodes)
+        self._decoded = None  # (file key, decode_latents' result) of the last decode (decompress)
         self.latent_shape = tuple(model.latent_shape)
         self.dims = math.prod(self.latent_shape)
         if tables.dims != self.dims:
@@ -191,11 +194,11 @@ class DiffC(Codec):
                    max_steps: int | None = None) -> torch.Tensor:
         """Payload -> images ``(N, C, H, W)``; ``max_steps`` decodes only the first steps.
 
-        The decoded chain of the last file is kept, so a second decode of the same bytes (another
-        ``decode``, as ``evaluate`` does) runs only the final decode."""
+        With ``reuse_chain`` (the default) the decoded chain of the last file is kept, so a second
+        decode of the same bytes (another ``decode``, as ``evaluate`` does) runs only the final decode."""
         method = check_decode(decode or self._parse_params(params, payload)[2], knob=True)
         key = (bytes(params), bytes(payload), count, max_steps)
-        if self._decoded is None or self._decoded[0] != key:
+        if not self.reuse_chain or self._decoded is None or self._decoded[0] != key:
             self._decoded = None
             self._decoded = (key, self.decode_latents(params, payload, count, max_steps))
         z_all, level = self._decoded[1]
