@@ -4,6 +4,11 @@ comes from the run's own logs.
 
     python scripts/ship_model.py RUN NAME --summary TEXT --results RESULTS.json --command "ldcodec train ..." \
         --quickstart '[{"bits": 64}, {"bits": 96}]' [--data-root DIR]
+    python scripts/ship_model.py src/ldcodec/models/NAME NAME --summary TEXT --results RESULTS.json --evaluate "..."
+
+The second form re-cards a shipped model (new measured points, e.g. on the full test set): RUN is
+its own folder, and its training record and quick-start rates are kept from its card unless
+``--command`` / ``--quickstart`` are given.
 
 Card points: per point of the results file, the rate setting, decode, images, bits (ideal,
 estimated, actual), bpp, PSNR, accuracy and FID with its noise floor, plus the evaluate command
@@ -48,16 +53,25 @@ def main() -> None:
     p.add_argument("--summary", required=True)
     p.add_argument("--results", type=Path, required=True, help="ldcodec evaluate results of the run")
     p.add_argument("--evaluate", required=True, help="the evaluate command that made --results")
-    p.add_argument("--command", required=True, help="the command that trained the run")
-    p.add_argument("--quickstart", required=True, help="JSON list of rate settings for ldcodec quickstart")
+    p.add_argument("--command", help="the command that trained the run (required unless RUN is a shipped model)")
+    p.add_argument("--quickstart", help="JSON list of rate settings for ldcodec quickstart (default: the card's)")
     p.add_argument("--data-root")
     a = p.parse_args()
-    rows = curve(a.run)
-    trained = {"command": a.command, "steps": rows[-1]["step"], "minutes": rows[-1]["minutes"],
-               "images_per_s_last": rows[-1]["images_per_s"],
-               "machine": f"{platform.machine()} CPU, 1 thread (2-core machine shared with other jobs)"}
+    old = json.loads((a.run / zoo.CARD).read_text()) if (a.run / zoo.CARD).is_file() else None
+    if a.command is None and old is None:
+        p.error("--command is required for a run folder")
+    if a.command is None:
+        trained = old["trained"]
+    else:
+        rows = curve(a.run)
+        trained = {"command": a.command, "steps": rows[-1]["step"], "minutes": rows[-1]["minutes"],
+                   "images_per_s_last": rows[-1]["images_per_s"],
+                   "machine": f"{platform.machine()} CPU, 1 thread (2-core machine shared with other jobs)"}
+    if a.quickstart is None and old is None:
+        p.error("--quickstart is required for a run folder")
+    quickstart = old["quickstart_rates"] if a.quickstart is None else json.loads(a.quickstart)
     points = card_points(json.loads(a.results.read_text()), a.evaluate)
-    out = zoo.ship(a.run, a.name, a.summary, trained, points, json.loads(a.quickstart), data_root=a.data_root)
+    out = zoo.ship(a.run, a.name, a.summary, trained, points, quickstart, data_root=a.data_root)
     print(json.dumps(zoo.card(a.name)["check"]), "->", out)
 
 

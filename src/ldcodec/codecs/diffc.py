@@ -178,7 +178,9 @@ class DiffC(Codec):
         params, head = self._params(stop, steps, decode)
         z0 = torch.cat([self.model.ae.encode(x[i:i + self.batch_size].to(self.device)).mean.flatten(1)
                         for i in range(0, len(x), self.batch_size)]).double()
-        generator = content_generator(self._id, z0)
+        # the encoder's private draws, keyed by the model and the images' bytes (not z0's: its last bits
+        # depend on the CPU's float kernels, and a stream should not change with the machine that wrote it)
+        generator = content_generator(self._id, x.detach().cpu().float())
         chain, estimated, extra = self._encode_chain(z0, plan, generator)
         payload = head + single_stream(self.coder, chain)
         file_bits = single_stream_file_bits(self.coder, chain, len(params), head=len(head))
