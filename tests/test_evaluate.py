@@ -243,3 +243,28 @@ def test_label_names_the_model_series_and_its_resumed_points(tmp_path):
     second = evaluate(str(run), None, "test", 8, None, None, s, resume=log, label="wide")
     assert [p["model"] for p in second["points"]] == ["wide", "jpeg"]
     assert evaluate(str(run), None, "test", 8, None, None, s)["points"][0]["model"] == "mnist-mlp-ddpm-uncond-gauss"
+
+
+def test_per_image_results_average_to_the_point_and_stay_out_of_the_csv(tmp_path):
+    """``per_image`` (the grid's bootstrap resamples it): one entry per image whose means are the
+    point's PSNR, accuracy and estimated bits; a list of the wrong length is refused."""
+    run = tmp_path / "run"
+    train(tiny_config("configs/grid/mnist-mlp-ddpm-uncond-gauss.yaml", "train.steps=2"), run, progress=False)
+    s = Settings(mode_u=[{"t_stop": 0.5}], rates={"jpeg": [{"quality": 50}]}, decodes=("mse",), perception=("fid",),
+                 baselines=("jpeg",), per_image=True, progress=False)
+    from ldcodec.metrics.features import PACKAGED_CLASSIFIERS
+
+    r = evaluate(str(run), None, "test", 12, None, str(PACKAGED_CLASSIFIERS / "classifier-mnist"), s)
+    for p in r["points"]:
+        per = p["per_image"]
+        assert len(per["psnr"]) == len(per["correct"]) == 12
+        assert np.mean(per["psnr"]) == pytest.approx(p["psnr"], abs=1e-3)
+        assert np.mean(per["correct"]) == pytest.approx(p["accuracy"])
+    diffc, jpeg = r["points"]
+    assert np.mean(diffc["per_image"]["bits_estimated"]) == pytest.approx(diffc["bits_estimated"], abs=0.01)
+    assert jpeg["per_image"]["bits_estimated"] is None
+    _, csv_path = write_results(r, tmp_path / "results.json")
+    assert not any(k.startswith("per_image") for k in next(csv.DictReader(csv_path.open())))
+    diffc["per_image"]["psnr"] = diffc["per_image"]["psnr"][:-1]
+    with pytest.raises(LdcodecError, match="per_image.psnr"):
+        write_results(r, tmp_path / "bad.json")

@@ -216,6 +216,41 @@ def test_effects_are_means_over_matched_pairs():
     assert mode["dpsnr"] == pytest.approx(np.mean([1.0 - 3 * math.log2(100), 2.0 - (3 * math.log2(200) + 1)]))
 
 
+def per_image_result(latent, shift, rng, n=300):
+    """A finished cell (mnist, mlp, sde, mode U) whose mse points at 32/64/128 bits carry ``n``
+    per-image PSNRs (noise of std 2 dB around 3 log2(bits) + ``shift``) and correctness flags."""
+    points = []
+    for bits in (32, 64, 128):
+        psnr = 3 * math.log2(bits) + shift + rng.normal(0, 2.0, n)
+        correct = (rng.random(n) < 0.5 + 0.02 * shift).astype(int)
+        points.append({"decode": "mse", "bits_actual": float(bits), "psnr": float(psnr.mean()),
+                       "accuracy": float(correct.mean()), "images": n,
+                       "per_image": {"psnr": psnr.tolist(), "correct": correct.tolist(),
+                                     "bits_estimated": (bits + rng.normal(0, 3, n)).tolist()}})
+    r = fake_result("mnist", "mlp", "sde", False, latent, [])
+    r["results"]["points"] = points
+    return r
+
+
+def test_bootstrap_interval_tells_an_effect_from_noise():
+    """The paired bootstrap's 95 % interval holds 0 for two cells of the same curve (independent
+    noise) and excludes it for a 1 dB shift; without per-image results there is no interval."""
+    rng = np.random.default_rng(1)
+    base = per_image_result("gauss", 0.0, rng)
+    same = {e["choice"]: e for e in effects([base, per_image_result("delta", 0.0, rng)], boot=200)}["latent"]
+    lo, hi = same["dpsnr_ci"]
+    assert lo < 0 < hi and hi - lo < 1.0 and same["daccuracy_ci"][0] < 0 < same["daccuracy_ci"][1]
+    moved = {e["choice"]: e for e in effects([base, per_image_result("delta", 1.0, rng)], boot=200)}["latent"]
+    assert moved["dpsnr_ci"][0] > 0.5 and moved["dpsnr"] == pytest.approx(1.0, abs=0.3)
+    assert moved["dbits_pct_ci"][1] < 0  # more PSNR at equal bits: fewer bits at equal PSNR
+    row = {r[1]: r for r in effects_rows([base, per_image_result("delta", 0.0, rng)], boot=50)}["latent"]
+    assert "no measurable effect" in row[4]
+    for p in base["results"]["points"]:
+        del p["per_image"]
+    plain = {e["choice"]: e for e in effects([base, per_image_result("delta", 1.0, rng)], boot=50)}["latent"]
+    assert plain["dpsnr_ci"] is None and plain["dpsnr"] is not None
+
+
 def test_pair_effect_needs_a_common_range():
     a, b = np.array([[5.0, 10.0], [6.0, 12.0]]), np.array([[7.0, 20.0], [8.0, 22.0]])
     assert pair_effect(a, b) is None and pair_effect(a, np.zeros((0, 2))) is None

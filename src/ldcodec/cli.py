@@ -187,6 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="mode U: the ideal rate's quadrature measures every n-th coding level (one denoiser "
                         "call per measured level and image; default 16, shaped between them by the coding "
                         "tables' mean error; 1 measures every level, as the Gaussian theory check does)")
+    e.add_argument("--per-image", action="store_true",
+                   help="also keep each point's per-image PSNR, classifier correctness and estimated bits "
+                        "(per_image in the JSON, not the CSV): what paired bootstrap intervals need")
     e.add_argument("--learned-steps", type=int, default=defaults.learned_steps,
                    help=f"training steps of each Ballé baseline (default {defaults.learned_steps})")
     e.add_argument("--learned-lambda-start", type=float,

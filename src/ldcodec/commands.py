@@ -260,7 +260,7 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
                         learned_lambdas=_csv(a.learned_lambdas, float), learned_steps=a.learned_steps,
                         learned_lambda_start=(LAMBDA_START if a.learned_lambda_start is None
                                               else a.learned_lambda_start or None), learned_dir=a.learned_dir,
-                        ideal_stride=a.ideal_stride, seed=a.seed,
+                        ideal_stride=a.ideal_stride, per_image=a.per_image, seed=a.seed,
                         device=a.device)
     log = Path(f"{a.output}.partial.jsonl")
     if not a.resume:

@@ -62,7 +62,9 @@ class Settings:
     :meth:`~ldcodec.codecs.base.Codec.default_rates`. ``decodes``: the decode methods to measure,
     for codecs that offer them. ``ideal_stride``: mode U's ideal-rate quadrature on every n-th level
     (None: DiffC's default 16 for a model, every level for the Gaussian theory check). ``learned_dir``:
-    where trained Ballé networks are kept and reused.
+    where trained Ballé networks are kept and reused. ``per_image``: each point also carries its
+    per-image results (``per_image``: PSNR, classifier correctness, estimated bits; the grid's
+    bootstrap intervals, :mod:`ldcodec.grid_effects`).
     """
 
     mode_u: list[dict] = field(default_factory=list)
@@ -76,6 +78,7 @@ class Settings:
     learned_lambda_start: float | None = LAMBDA_START
     learned_dir: str | None = None
     ideal_stride: int | None = None  # None: DiffC's default
+    per_image: bool = False
     seed: int = 0
     device: str = "cpu"
     progress: bool = True
@@ -125,16 +128,24 @@ class Measure:
                 for k, (space, fn) in self._estimators().items()}
 
     def __call__(self, y: torch.Tensor) -> dict:
-        """Distortion, perception and accuracy of reconstructions ``y`` (like the originals)."""
-        out = {"mse": float(distortion.mse(self.x, y).mean()), "psnr": float(distortion.psnr(self.x, y).mean()),
+        """Distortion, perception and accuracy of reconstructions ``y`` (like the originals); with
+        ``settings.per_image`` also ``per_image``: ``psnr`` (dB, 3 decimals) and ``correct`` (0/1, or
+        None without a classifier and labels), one entry per image."""
+        psnr = distortion.psnr(self.x, y)
+        out = {"mse": float(distortion.mse(self.x, y).mean()), "psnr": float(psnr.mean()),
                "ssim": float(distortion.ssim(self.x, y).mean()) if self.images else None,
                "perception": {}, "accuracy": None}
+        correct = None
         recon = self._features(y)
         if recon is not None:
             for k, (space, fn) in self._estimators().items():
                 out["perception"][k] = fn(*perception.unpaired(self.real[space], recon[space], seed=self.s.seed)).to_dict()
             if self.labels is not None:
-                out["accuracy"] = float((recon["predicted"] == self.labels.cpu().numpy()).mean())
+                correct = recon["predicted"] == self.labels.cpu().numpy()
+                out["accuracy"] = float(correct.mean())
+        if self.s.per_image:
+            out["per_image"] = {"psnr": [round(float(v), 3) for v in psnr],
+                                "correct": None if correct is None else correct.astype(int).tolist()}
         return out
 
 
@@ -208,6 +219,9 @@ def codec_points(label: str, codec: Codec, measure: Measure, s: Settings, check=
             p = {"model": series, "codec": codec.name, "kind": codec.kind, "mode": codec.mode,
                  "decode": None if decode == "default" else decode, "rate_setting": c.rate_setting, **fields}
             p.update(measure(y))
+            if s.per_image:
+                est = c.estimated_bits
+                p["per_image"]["bits_estimated"] = None if est is None else [round(float(v), 2) for v in est]
             p.update(images=len(y), seconds=float(seconds),
                      recon_png=png_b64(to_uint8(y[:8])) if measure.images else None)
             if check is not None:

@@ -3,7 +3,10 @@
 Each choice (:data:`FACTORS`: networks, diffusion family, mode, latent) has two levels; every pair
 of finished cells of one dataset that differ in that choice alone is compared on its mse-decode
 rate-distortion curve, and :func:`effects` averages the pairs (definition in
-:data:`EFFECTS_DEFINITION`). ``ldcodec sweep`` prints the table in its summary
+:data:`EFFECTS_DEFINITION`). Where the cells carry per-image results (``per_image`` of each point:
+``ldcodec evaluate --per-image``, which the sweep turns on), each effect gets a 95 % interval from a
+paired bootstrap (:data:`INTERVAL_DEFINITION`; Efron & Tibshirani 1993, the percentile interval),
+and the accuracy effect is measured the same way. ``ldcodec sweep`` prints the table in its summary
 (:mod:`ldcodec.sweep_summary`).
 """
 
@@ -33,10 +36,46 @@ EFFECTS_DEFINITION = (
     "overlap (e.g. two mode C cells at different rates, one point each) are counted but not averaged.")
 
 
-def curve(r: dict) -> np.ndarray:
-    """``(n, 2)`` of (log2 bits_actual, PSNR) of a cell's mse-decode points, sorted by bits."""
-    pts = [(math.log2(p["bits_actual"]), p["psnr"]) for p in r["results"]["points"] if p["decode"] == "mse"]
+INTERVAL_DEFINITION = (
+    "95 % intervals: a paired bootstrap ({boot} resamples, percentile interval). Each resample draws the test images "
+    "with replacement, the same images for every cell (all cells are measured on the same first images of the "
+    "split), and the matched pairs with replacement; each point's PSNR and accuracy are the means over the drawn "
+    "images and its actual bits scale with the mean of the drawn images' estimated bits. 'no measurable effect': "
+    "the interval holds 0. Accuracy: Δ at equal bits in percentage points, like ΔPSNR. An effect without interval "
+    "has a cell without per-image results.")
+BOOTSTRAP = 1000
+
+
+def curve(r: dict, value: str = "psnr", images: np.ndarray | None = None) -> np.ndarray:
+    """``(n, 2)`` of (log2 bits_actual, ``value``) of a cell's mse-decode points, sorted by bits:
+    ``value`` ``psnr`` or ``accuracy``; ``images`` (indices into the per-image results) takes both
+    as means over those images, the bits scaled by their estimated bits (a bootstrap resample)."""
+    pts = []
+    for p in r["results"]["points"]:
+        if p["decode"] != "mse" or p.get(value) is None:
+            continue
+        bits, y = p["bits_actual"], p[value]
+        if images is not None:
+            per = p["per_image"]
+            y = float(np.mean(np.asarray(per["correct" if value == "accuracy" else "psnr"])[images]))
+            if per.get("bits_estimated") is not None:
+                est = np.asarray(per["bits_estimated"])
+                bits *= float(np.mean(est[images]) / np.mean(est))
+        pts.append((math.log2(bits), y))
     return np.array(sorted(pts)).reshape(-1, 2)
+
+
+def _resamplable(r: dict) -> int | None:
+    """The number of per-image results every mse point of cell ``r`` carries (None: some lack them)."""
+    sizes = {len(p["per_image"]["psnr"]) if p.get("per_image") else None
+             for p in r["results"]["points"] if p["decode"] == "mse"}
+    return sizes.pop() if len(sizes) == 1 else None
+
+
+def _delta_at_equal_bits(a: np.ndarray, b: np.ndarray) -> float | None:
+    """Mean of ``b``'s value minus ``a``'s over the log-bits inside both curves' ranges."""
+    x = _common(a[:, 0], b[:, 0]) if len(a) and len(b) else []
+    return float(np.mean(np.interp(x, b[:, 0], b[:, 1]) - np.interp(x, a[:, 0], a[:, 1]))) if len(x) else None
 
 
 def _common(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -52,9 +91,8 @@ def pair_effect(a: np.ndarray, b: np.ndarray) -> dict | None:
     if not (len(a) and len(b)):
         return None
     out = {}
-    x = _common(a[:, 0], b[:, 0])
-    if len(x):
-        out["dpsnr"] = float(np.mean(np.interp(x, b[:, 0], b[:, 1]) - np.interp(x, a[:, 0], a[:, 1])))
+    if (d := _delta_at_equal_bits(a, b)) is not None:
+        out["dpsnr"] = d
     y = _common(a[:, 1], b[:, 1])
     if len(y):
         sa, sb = a[np.argsort(a[:, 1])], b[np.argsort(b[:, 1])]
@@ -63,8 +101,37 @@ def pair_effect(a: np.ndarray, b: np.ndarray) -> dict | None:
     return out or None
 
 
-def effects(results: list[dict]) -> list[dict]:
-    """Per dataset and choice: the mean effect of level B over level A over matched cell pairs."""
+def _pair_values(a: dict, b: dict, images: np.ndarray | None = None) -> dict:
+    """The effects of cell ``b`` over cell ``a``: ``dpsnr``, ``dbits``, ``dbits_pct`` and
+    ``daccuracy`` (percentage points), those the curves' common ranges allow."""
+    out = pair_effect(curve(a, images=images), curve(b, images=images)) or {}
+    acc = _delta_at_equal_bits(curve(a, "accuracy", images), curve(b, "accuracy", images))
+    return out | ({"daccuracy": 100 * acc} if acc is not None else {})
+
+
+KEYS = ("dpsnr", "dbits", "dbits_pct", "daccuracy")
+
+
+def _intervals(pairs: list[tuple[dict, dict]], n: int, boot: int, seed: int) -> dict:
+    """Per key, the 95 % percentile interval of the mean effect over ``pairs`` under the paired
+    bootstrap of :data:`INTERVAL_DEFINITION` (``n`` per-image results per point)."""
+    rng = np.random.default_rng(seed)
+    draws = {k: [] for k in KEYS}
+    for _ in range(boot):
+        images = rng.integers(0, n, n)
+        found = [_pair_values(*pairs[j], images) for j in rng.integers(0, len(pairs), len(pairs))]
+        for k in KEYS:
+            values = [e[k] for e in found if k in e]
+            if values:
+                draws[k].append(np.mean(values))
+    return {k: (float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))) for k, v in draws.items()
+            if len(v) == boot}
+
+
+def effects(results: list[dict], boot: int = BOOTSTRAP, seed: int = 0) -> list[dict]:
+    """Per dataset and choice: the mean effect of level B over level A over matched cell pairs, with
+    the range over the pairs (``KEY_range``) and, where every pair's cells carry per-image results
+    of the same images, the bootstrap's 95 % interval (``KEY_ci``; ``boot`` 0 skips it)."""
     by_key = {}
     for r in results:
         c = r["config"]
@@ -75,22 +142,34 @@ def effects(results: list[dict]) -> list[dict]:
             pairs = [(r, by_key.get(k[:1 + i] + (level_b,) + k[2 + i:])) for k, r in by_key.items()
                      if k[0] == dataset and k[1 + i] == level_a]
             pairs = [(a, b) for a, b in pairs if b is not None]
-            found = [e for a, b in pairs if (e := pair_effect(curve(a), curve(b))) is not None]
+            values = [_pair_values(a, b) for a, b in pairs]
+            overlapping = [(pair, e) for pair, e in zip(pairs, values) if e]
             row = {"dataset": dataset, "choice": name, "a": level_a, "b": level_b, "matched": len(pairs),
-                   "overlap": len(found)}
-            for k in ("dpsnr", "dbits", "dbits_pct"):
-                values = [e[k] for e in found if k in e]
-                row[k] = float(np.mean(values)) if values else None
-                row[f"{k}_range"] = (float(min(values)), float(max(values))) if values else None
+                   "overlap": len(overlapping)}
+            for k in KEYS:
+                got = [e[k] for _, e in overlapping if k in e]
+                row[k] = float(np.mean(got)) if got else None
+                row[f"{k}_range"] = (float(min(got)), float(max(got))) if got else None
+                row[f"{k}_ci"] = None
+            sizes = {_resamplable(r) for pair, _ in overlapping for r in pair}
+            if boot and overlapping and len(sizes) == 1 and None not in sizes:
+                for k, ci in _intervals([pair for pair, _ in overlapping], sizes.pop(), boot, seed).items():
+                    row[f"{k}_ci"] = ci
             out.append(row)
     return out
 
 
-def effects_rows(results: list[dict]) -> list[list[str]]:
-    """The effects table's cells: each mean with the range over its pairs in brackets."""
+def effects_rows(results: list[dict], boot: int = BOOTSTRAP) -> list[list[str]]:
+    """The effects table's cells: each mean with its 95 % interval in square brackets ("no measurable
+    effect" where it holds 0) and the range over its pairs in round brackets."""
     def text(e: dict, k: str, spec: str) -> str:
-        lo_hi = e[f"{k}_range"]
-        return "" if e[k] is None else f"{e[k]:{spec}} ({lo_hi[0]:{spec}} .. {lo_hi[1]:{spec}})"
+        if e[k] is None:
+            return ""
+        lo_hi, ci = e[f"{k}_range"], e[f"{k}_ci"]
+        interval = "" if ci is None else f" [{ci[0]:{spec}}, {ci[1]:{spec}}]" + (
+            ": no measurable effect" if ci[0] <= 0 <= ci[1] else "")
+        return f"{e[k]:{spec}}{interval} ({lo_hi[0]:{spec}} .. {lo_hi[1]:{spec}})"
 
     return [[e["dataset"], e["choice"], f"{e['b']} vs {e['a']}", f"{e['overlap']} / {e['matched']}",
-             text(e, "dpsnr", "+.2f"), text(e, "dbits", "+.1f"), text(e, "dbits_pct", "+.1f")] for e in effects(results)]
+             text(e, "dpsnr", "+.2f"), text(e, "dbits", "+.1f"), text(e, "dbits_pct", "+.1f"),
+             text(e, "daccuracy", "+.1f")] for e in effects(results, boot)]

@@ -138,6 +138,14 @@ def _check_point(p, where: str) -> None:
         for name, est in perception.items():
             _check_estimate(est, f"{where}.perception.{name}")
     _check_png(p.get("recon_png"), f"{where}.recon_png")
+    per = p.get("per_image")
+    if per is not None:
+        if not isinstance(per, dict) or not isinstance(per.get("psnr"), list):
+            raise _fail(where, "'per_image' is not an object with a 'psnr' list")
+        for name, values in per.items():
+            if values is not None and (not isinstance(values, list) or len(values) != p.get("images")
+                                       or not all(_is_number(v) for v in values)):
+                raise _fail(f"{where}.per_image.{name}", "is not a list of one number per image")
 
 
 def _check_rd_bound(bound, where: str) -> None:
@@ -235,7 +243,7 @@ def write_results(results: dict, out: str | Path) -> tuple[Path, Path]:
 def _flatten(d: dict, prefix: str = "") -> dict:
     out = {}
     for k, v in d.items():
-        if k == "recon_png":
+        if k in ("recon_png", "per_image"):
             continue
         if isinstance(v, dict):
             out.update(_flatten(v, f"{prefix}{k}."))

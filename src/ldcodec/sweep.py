@@ -88,7 +88,7 @@ class Protocol:
 
         return Settings(mode_u=[{"bits": float(b)} for b in self.bits[cfg.data.dataset]],
                         decodes=self.decodes, perception=self.perception, critic_steps=self.critic_steps,
-                        seed=self.seed, device=device, progress=progress)
+                        per_image=True, seed=self.seed, device=device, progress=progress)
 
 
 @dataclass

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .files import write_atomic
-from .grid_effects import EFFECTS_DEFINITION, effects_rows
+from .grid_effects import BOOTSTRAP, EFFECTS_DEFINITION, INTERVAL_DEFINITION, effects_rows
 from .results import rate_text
 
 if TYPE_CHECKING:
@@ -122,8 +122,10 @@ def summary_markdown(cells: list[Cell], done: dict[str, dict]) -> str:
              "", "## Operating points", "",
              _md_table(["cell", "target bits", "rate", "decode", "bits", "bpp", "PSNR", "SSIM", "FID (floor)", "f-JS (floor)",
                         "accuracy"], points), "", "## Effects of the four choices", "", EFFECTS_DEFINITION, "",
+             INTERVAL_DEFINITION.format(boot=BOOTSTRAP), "",
              _md_table(["dataset", "choice", "B vs A", "pairs (with overlap / matched)", "ΔPSNR at equal bits (dB)",
-                        "Δbits at equal PSNR (bits/image)", "Δbits at equal PSNR (%)"], effects_rows(ok)), ""]
+                        "Δbits at equal PSNR (bits/image)", "Δbits at equal PSNR (%)",
+                        "Δaccuracy at equal bits (points)"], effects_rows(ok)), ""]
     return "\n".join(parts)
 
 
