@@ -43,26 +43,46 @@ INTERVAL_DEFINITION = (
     "images and its actual bits scale with the mean of the drawn images' estimated bits. 'no measurable effect': "
     "the interval holds 0. Accuracy: Δ at equal bits in percentage points, like ΔPSNR. An effect without interval "
     "has a cell without per-image results.")
-BOOTSTRAP = 1000
+BOOTSTRAP = 400  # resamples (10 beyond each end of the 95 % interval)
 
 
-def curve(r: dict, value: str = "psnr", images: np.ndarray | None = None) -> np.ndarray:
-    """``(n, 2)`` of (log2 bits_actual, ``value``) of a cell's mse-decode points, sorted by bits:
-    ``value`` ``psnr`` or ``accuracy``; ``images`` (indices into the per-image results) takes both
-    as means over those images, the bits scaled by their estimated bits (a bootstrap resample)."""
-    pts = []
-    for p in r["results"]["points"]:
-        if p["decode"] != "mse" or p.get(value) is None:
-            continue
-        bits, y = p["bits_actual"], p[value]
-        if images is not None:
-            per = p["per_image"]
-            y = float(np.mean(np.asarray(per["correct" if value == "accuracy" else "psnr"])[images]))
-            if per.get("bits_estimated") is not None:
-                est = np.asarray(per["bits_estimated"])
-                bits *= float(np.mean(est[images]) / np.mean(est))
-        pts.append((math.log2(bits), y))
+def curve(r: dict, value: str = "psnr") -> np.ndarray:
+    """``(n, 2)`` of (log2 bits_actual, ``value``) of a cell's mse-decode points, sorted by bits
+    (``value``: ``psnr`` or ``accuracy``; points without it are left out)."""
+    pts = [(math.log2(p["bits_actual"]), p[value]) for p in r["results"]["points"]
+           if p["decode"] == "mse" and p.get(value) is not None]
     return np.array(sorted(pts)).reshape(-1, 2)
+
+
+class _Resampler:
+    """Every bootstrap resample's curves of the cells at once: ``weights`` ``(boot, n)`` are the
+    resamples' image counts over ``n`` (the same images for every cell), so a point's resampled
+    PSNR, accuracy and bit scale are one product each."""
+
+    def __init__(self, cells: list[dict], weights: np.ndarray):
+        def resampled(v):
+            return None if v is None else weights @ np.asarray(v, dtype=float)
+
+        self.points = {}
+        for r in cells:
+            rows = []
+            for p in r["results"]["points"]:
+                if p["decode"] != "mse":
+                    continue
+                per = p["per_image"]
+                est = per.get("bits_estimated")
+                scale = None if est is None else resampled(est) / float(np.mean(est))
+                rows.append((p["bits_actual"], resampled(per["psnr"]), resampled(per.get("correct")), scale))
+            self.points[id(r)] = rows
+
+    def curve(self, r: dict, value: str, b: int) -> np.ndarray:
+        """:func:`curve` of cell ``r`` in resample ``b``."""
+        pts = []
+        for bits, psnr, correct, scale in self.points[id(r)]:
+            y = psnr if value == "psnr" else correct
+            if y is not None:
+                pts.append((math.log2(bits * (1.0 if scale is None else scale[b])), y[b]))
+        return np.array(sorted(pts)).reshape(-1, 2)
 
 
 def _resamplable(r: dict) -> int | None:
@@ -101,11 +121,12 @@ def pair_effect(a: np.ndarray, b: np.ndarray) -> dict | None:
     return out or None
 
 
-def _pair_values(a: dict, b: dict, images: np.ndarray | None = None) -> dict:
+def _pair_values(a: dict, b: dict, curve_of=curve) -> dict:
     """The effects of cell ``b`` over cell ``a``: ``dpsnr``, ``dbits``, ``dbits_pct`` and
-    ``daccuracy`` (percentage points), those the curves' common ranges allow."""
-    out = pair_effect(curve(a, images=images), curve(b, images=images)) or {}
-    acc = _delta_at_equal_bits(curve(a, "accuracy", images), curve(b, "accuracy", images))
+    ``daccuracy`` (percentage points), those the curves' common ranges allow; ``curve_of(r, value)``
+    gives a cell's curve (default :func:`curve`; a bootstrap resample's in :func:`_intervals`)."""
+    out = pair_effect(curve_of(a, "psnr"), curve_of(b, "psnr")) or {}
+    acc = _delta_at_equal_bits(curve_of(a, "accuracy"), curve_of(b, "accuracy"))
     return out | ({"daccuracy": 100 * acc} if acc is not None else {})
 
 
@@ -114,16 +135,18 @@ KEYS = ("dpsnr", "dbits", "dbits_pct", "daccuracy")
 
 def _intervals(pairs: list[tuple[dict, dict]], n: int, boot: int, seed: int) -> dict:
     """Per key, the 95 % percentile interval of the mean effect over ``pairs`` under the paired
-    bootstrap of :data:`INTERVAL_DEFINITION` (``n`` per-image results per point)."""
+    bootstrap of :data:`INTERVAL_DEFINITION` (``n`` per-image results per point): each resample
+    draws ``n`` images (multinomial counts, shared by all cells) and ``len(pairs)`` pairs."""
     rng = np.random.default_rng(seed)
+    resampler = _Resampler([r for pair in pairs for r in pair], rng.multinomial(n, np.full(n, 1.0 / n), size=boot) / n)
+    pair_counts = rng.multinomial(len(pairs), np.full(len(pairs), 1.0 / len(pairs)), size=boot)
     draws = {k: [] for k in KEYS}
-    for _ in range(boot):
-        images = rng.integers(0, n, n)
-        found = [_pair_values(*pairs[j], images) for j in rng.integers(0, len(pairs), len(pairs))]
+    for b in range(boot):
+        found = [_pair_values(*pair, lambda r, value: resampler.curve(r, value, b)) for pair in pairs]
         for k in KEYS:
-            values = [e[k] for e in found if k in e]
-            if values:
-                draws[k].append(np.mean(values))
+            counts = np.array([c for c, e in zip(pair_counts[b], found) if k in e])
+            if counts.sum():
+                draws[k].append(np.dot(counts, [e[k] for e in found if k in e]) / counts.sum())
     return {k: (float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))) for k, v in draws.items()
             if len(v) == boot}
 
