@@ -179,6 +179,9 @@ def test_interrupted_cell_resumes_from_its_checkpoint(tmp_path, counted, monkeyp
     assert lines[-1] == "sweep: warning: report.html or a figure not rewritten (ValueError: cannot draw)"
     assert lines[-2].startswith(f"sweep [1/1] {U_CELL}: ok in ") and (tmp_path / "s" / "summary.md").is_file()
     assert r["status"] == "ok" and r["training"]["start_step"] == 2 and r["training"]["steps"] == 6
+    # per-image results (the effects' bootstrap) are kept for the mse decode alone, one per test image
+    assert all(("per_image" in p) == (p["decode"] == "mse") for p in r["results"]["points"])
+    assert all(len(p["per_image"]["psnr"]) == p["images"] for p in r["results"]["points"] if p["decode"] == "mse")
     assert (run_dir / "latest").read_text().strip() == "ckpt-00000006"
     launches = [json.loads(line) for line in (run_dir / "launches.jsonl").read_text().splitlines()]
     assert [entry["start_step"] for entry in launches] == [0, 2]

@@ -176,8 +176,8 @@ def run_cell(cell: Cell, out: Path, protocol: Protocol, device: str, data_root, 
 
 def annotate(results: dict, settings) -> None:
     """Mark each mode U point with the protocol's ``target_bits`` (the codec records the stop time it
-    chose, not the budget asked for) and keep reconstruction PNGs of the realism decode only (the
-    cell files stay small)."""
+    chose, not the budget asked for), keep reconstruction PNGs of the realism decode only and per-image
+    results of the mse decode only (what the effects' intervals resample): the cell files stay small."""
     u = [p for p in results["points"] if p.get("mode") == "U"]
     rates = settings.mode_u
     per_rate = len(u) // max(len(rates), 1)
@@ -188,6 +188,8 @@ def annotate(results: dict, settings) -> None:
     for p in results["points"]:
         if p["decode"] != "realism":
             p["recon_png"] = None
+        if p["decode"] != "mse":
+            p.pop("per_image", None)
 
 
 def sweep(cells: list[Cell], out: str | Path, protocol: Protocol, device: str = "cpu", data_root=None,
